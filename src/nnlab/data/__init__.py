@@ -1,0 +1,76 @@
+"""Datasets: a registry of loaders that turn a DataConfig into tensors.
+
+Every loader returns a ``DataBundle`` of whole tensors (train and test) that the
+tensor-resident ``loader.TensorLoader`` slices into batches. Loaders are
+registered by name with ``@register_dataset`` and looked up by ``load_data``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nnlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from nnlab.config import DataConfig
+
+
+@dataclass
+class DataBundle:
+    """Whole train/test tensors plus what a model builder needs to know about them."""
+
+    x_train: torch.Tensor  # (N, *input_shape), float32 or uint8 images
+    y_train: torch.Tensor  # (N,), int64 class indices
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+    input_shape: tuple[int, ...]  # one example's shape, e.g. (2,), (3, 32, 32), (T, 1)
+    class_names: list[str] = field(default_factory=list)
+    # Per-channel (mean, std) for uint8 images, applied on the device by the loader.
+    normalization: tuple[list[float], list[float]] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# name -> module that registers it; imported on first use so `import nnlab` stays light.
+_MODULES = {
+    "moons": "nnlab.data.toy",
+    "circles": "nnlab.data.toy",
+    "blobs": "nnlab.data.toy",
+}
+_LOADERS: dict[str, Callable[[DataConfig, int], DataBundle]] = {}
+
+
+def register_dataset(name: str):
+    """Decorator: ``@register_dataset("moons")`` on ``fn(cfg: DataConfig, seed: int) -> DataBundle``."""
+
+    def wrap(fn):
+        _LOADERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def dataset_names() -> list[str]:
+    return sorted(_MODULES)
+
+
+def load_data(cfg: DataConfig, seed: int) -> DataBundle:
+    """Load the dataset named by ``cfg.name``; ``seed`` is used when ``cfg.seed`` is -1."""
+    if cfg.name not in _MODULES:
+        raise ConfigError(f"data.name: must be one of {', '.join(dataset_names())}, got {cfg.name!r}")
+    importlib.import_module(_MODULES[cfg.name])
+    bundle = _LOADERS[cfg.name](cfg, seed if cfg.seed < 0 else cfg.seed)
+    return _limit(bundle, cfg.limit_train, cfg.limit_test)
+
+
+def _limit(b: DataBundle, limit_train: int, limit_test: int) -> DataBundle:
+    if limit_train:
+        b.x_train, b.y_train = b.x_train[:limit_train], b.y_train[:limit_train]
+    if limit_test:
+        b.x_test, b.y_test = b.x_test[:limit_test], b.y_test[:limit_test]
+    return b

@@ -1,0 +1,25 @@
+"""Errors that the CLI turns into one line on stderr and exit code 2.
+
+Anything raised as an ``NnlabError`` is the user's to fix (a bad preset, a bad
+value, a missing or corrupt file); everything else is a bug and exits 1.
+"""
+
+from __future__ import annotations
+
+
+class NnlabError(Exception):
+    """Base class: a problem with the user's input, reported as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(NnlabError, ValueError):
+    """An unknown key, a wrong type or an impossible value in a config or override."""
+
+
+class DataError(NnlabError):
+    """A dataset that is missing, corrupt, or not what it claims to be."""
+
+
+class RunError(NnlabError):
+    """A run or sweep folder that cannot be written, read, or resumed."""
