@@ -17,6 +17,10 @@ from nnlab.models.mlp import MLP
 # A small input each model family accepts: (input_shape, overrides).
 EXAMPLE_INPUTS = {
     "mlp": ((2,), []),
+    "rnn": ((6, 1), ["model.hidden=16"]),  # (T, features): palindrome digits as scalars
+    "lstm": ((6, 10), ["model.hidden=16", "model.impl=fused"]),
+    "gru": ((6, 10), ["model.hidden=16"]),
+    "cnn": ((3, 16, 16), ["model.widths=8,M,R8,GM,F16", "model.batchnorm=true", "model.dropout=0.1"]),
 }
 
 

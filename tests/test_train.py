@@ -27,7 +27,7 @@ def _setup(overrides):
 
 def test_loss_decreases_and_accuracy_rises():
     cfg, data, model = _setup([])
-    result = fit(cfg, model, data, torch.device("cpu"), progress=False)
+    result = fit(cfg, model, data, torch.device("cpu"), progress="off")
     first, last = result.history[0], result.history[-1]
     assert [r["epoch"] for r in result.history] == [5, 10, 15, 20]
     assert last["train_loss"] < first["train_loss"]
@@ -36,7 +36,7 @@ def test_loss_decreases_and_accuracy_rises():
 
 def test_run_folder_contract(tmp_path):
     cfg = load_config("moons", FAST)
-    summary = run_training(cfg, tmp_path / "run", progress=False)
+    summary = run_training(cfg, tmp_path / "run", progress="off")
     run = tmp_path / "run"
     for name in ("config.toml", "metrics.csv", "summary.json", "curves.png", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (run / name).is_file(), name
@@ -53,7 +53,7 @@ def test_run_folder_contract(tmp_path):
 
 def test_checkpoint_round_trip(tmp_path):
     cfg = load_config("moons", FAST)
-    run_training(cfg, tmp_path / "run", progress=False)
+    run_training(cfg, tmp_path / "run", progress="off")
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["epoch"] == 20 and state["config"]["model"]["hidden"] == cfg.model.hidden
     data = load_data(cfg.data, cfg.train.seed)
@@ -68,20 +68,20 @@ def test_checkpoint_round_trip(tmp_path):
 def test_early_stopping_stops():
     # lr so small nothing improves after the first evaluation: patience 2 ends it at the 3rd.
     cfg, data, model = _setup(["optim.lr=1e-9", "schedule.name=none", "train.patience=2", "train.epochs=100"])
-    result = fit(cfg, model, data, torch.device("cpu"), progress=False)
+    result = fit(cfg, model, data, torch.device("cpu"), progress="off")
     assert result.epochs == 15 and "early stop" in result.stop_reason
 
 
 def test_target_acc_stops():
     cfg, data, model = _setup(["train.target_acc=0.8", "train.epochs=100"])
-    result = fit(cfg, model, data, torch.device("cpu"), progress=False)
+    result = fit(cfg, model, data, torch.device("cpu"), progress="off")
     assert result.epochs < 100 and result.history[-1]["test_acc"] >= 0.8
 
 
 def test_same_seed_same_metrics(tmp_path):
     cfg = load_config("moons", FAST)
-    run_training(cfg, tmp_path / "a", progress=False)
-    run_training(cfg, tmp_path / "b", progress=False)
+    run_training(cfg, tmp_path / "a", progress="off")
+    run_training(cfg, tmp_path / "b", progress="off")
     strip = lambda p: [line.rsplit(",", 1)[0] for line in p.read_text().splitlines()]  # noqa: E731 (drop elapsed_s)
     assert strip(tmp_path / "a" / "metrics.csv") == strip(tmp_path / "b" / "metrics.csv")
 
@@ -91,7 +91,7 @@ def test_same_seed_same_metrics(tmp_path):
 def test_every_optimizer_and_schedule_trains(name, schedule):
     cfg, data, model = _setup([f"optim.name={name}", f"schedule.name={schedule}", "schedule.step_size=5",
                                "optim.momentum=0.9", "train.clip_norm=1.0"])
-    result = fit(cfg, model, data, torch.device("cpu"), progress=False)
+    result = fit(cfg, model, data, torch.device("cpu"), progress="off")
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] * 1.05
 
 

@@ -7,6 +7,7 @@ stderr, no traceback); 1 anything else; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,33 +61,67 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def _progress(args) -> str | None:
+    return None if args.progress == "auto" else args.progress
+
+
+def _print_run(summary: dict, out: Path) -> None:
+    from nnlab import distributed
+
+    if not distributed.is_main():  # under torchrun, rank 0 reports for the job
+        return
+    print(
+        f"{summary['preset']} seed {summary['seed']}: final_test_acc {summary['final_test_acc']:.4f}  "
+        f"best_test_acc {summary['best_test_acc']:.4f}  ({summary['epochs']} epochs, "
+        f"{summary['train_seconds']:.1f} s on {summary['device']})"
+    )
+    print(f"run folder: {out}")
+
+
+def cmd_resume(args) -> int:
+    from nnlab.train import load_resume_state, resume_training
+
+    requested = None
+    if args.device is not None:  # the same config, on another device
+        saved, _ = load_resume_state(Path(args.run))
+        requested = saved.replace({"train.device": args.device})
+    _print_run(resume_training(Path(args.run), requested, progress=_progress(args)), Path(args.run))
+    return 0
+
+
 def cmd_train(args) -> int:
     from nnlab.runs import prepare_out_dir
 
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.resume:
+        if args.seeds is not None or args.out:
+            raise UsageError("--resume RUN continues that run folder; it takes no --seeds or --out")
+        from nnlab.train import resume_training
+
+        requested = _config_from_args(args) if args.config else None
+        _print_run(resume_training(Path(args.resume), requested, progress=_progress(args)), Path(args.resume))
+        return 0
+    if not args.config:
+        raise UsageError("train needs a PRESET or FILE.toml (or --resume RUN)")
     cfg = _config_from_args(args)
-    # Fail on an unusable device before anything is written.
+    # Fail on an unusable device (or, under torchrun, an impossible launch) before anything is written.
+    from nnlab import distributed
     from nnlab.train import select_device
 
+    distributed.check_launch(cfg, seeds=args.seeds)
     select_device(cfg.train.device)
     if args.seeds is None:
         out = prepare_out_dir(Path(args.out) if args.out else _default_out(cfg.name))
         from nnlab.train import run_training
 
-        summary = run_training(cfg, out, progress=args.progress)
-        print(
-            f"{cfg.name} seed {summary['seed']}: final_test_acc {summary['final_test_acc']:.4f}  "
-            f"best_test_acc {summary['best_test_acc']:.4f}  ({summary['epochs']} epochs, "
-            f"{summary['train_seconds']:.1f} s on {summary['device']})"
-        )
-        print(f"run folder: {out}")
+        _print_run(run_training(cfg, out, progress=_progress(args)), out)
         return 0
     from nnlab.sweep import format_summary, run_sweep, summarize
 
     out = Path(args.out) if args.out else _default_out(cfg.name, "-seeds")
     seeds = list(range(cfg.train.seed, cfg.train.seed + args.seeds))
-    rows = run_sweep(cfg, {}, seeds, out, jobs=args.jobs, progress=False)
+    rows = run_sweep(cfg, {}, seeds, out, jobs=args.jobs)
     print(f"{cfg.name}, seeds {seeds[0]}..{seeds[-1]}:")
     print(format_summary(summarize(rows, []), []))
     print(f"sweep folder: {out} (results.csv)")
@@ -98,6 +133,8 @@ def cmd_sweep(args) -> int:
 
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("nnlab sweep: not available under torchrun; use --jobs J, or torchrun 'nnlab train' per run")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     cfg = _config_from_args(args)
@@ -113,6 +150,39 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    """``nnlab data cifar10 [--archive PATH | --download] [--dir DIR]`` and ``nnlab data info``."""
+    from nnlab.data import cifar10
+    from nnlab.errors import DataError
+
+    root = cifar10.data_root(args.dir)
+    if args.dataset == "info":
+        if args.archive or args.download:
+            raise UsageError("nnlab data info takes no --archive or --download")
+        lines = cifar10.cache_lines(root)
+        print(f"data folder: {root}")
+        print("\n".join(lines) if lines else f"nothing cached; {cifar10.missing_message(root)}")
+        return 0
+    if args.archive and args.download:
+        raise UsageError("give --archive PATH or --download, not both")
+    if args.archive:
+        meta = cifar10.import_cifar10(args.archive, root)
+    elif args.download:
+        from nnlab.data.download import download
+
+        archive = download(args.url, root / "downloads" / "cifar-10-python.tar.gz", args.md5, progress=args.progress)
+        meta = cifar10.import_cifar10(archive, root)
+        archive.unlink()  # the decoded cache is all later runs need
+    else:
+        lines = [line for line in cifar10.cache_lines(root) if line.startswith("cifar10:")]
+        if not lines:
+            raise DataError(cifar10.missing_message(root))
+        print(f"already imported: {lines[0]}")
+        return 0
+    print(f"imported CIFAR-10: {meta['n_train']} train + {meta['n_test']} test images into {root / cifar10.CACHE_NAME}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -125,8 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("presets", help="list the built-in presets")
     s.set_defaults(func=cmd_presets)
 
-    def add_config_args(s, seeds_default):
-        s.add_argument("config", metavar="PRESET|FILE.toml", help="a built-in preset name or a TOML file")
+    def add_config_args(s, seeds_default, optional=False):
+        s.add_argument(
+            "config", metavar="PRESET|FILE.toml", nargs="?" if optional else None, help="a built-in preset name or a TOML file"
+        )
         s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=1e-3 (repeatable)")
         s.add_argument("--seed", type=int, help="train.seed (the first seed with --seeds)")
         s.add_argument("--seeds", type=int, default=seeds_default, help="run N seeds, from --seed on, and report mean +- std")
@@ -134,15 +206,38 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--jobs", type=int, default=1, help="worker processes for several runs (default 1)")
         s.add_argument("--out", metavar="DIR", help="output folder")
 
+    progress_help = "progress display: a bar, a line per tenth of training, or nothing (auto: a bar on a terminal)"
     s = sub.add_parser("train", help="train one run (or one per seed with --seeds)")
-    add_config_args(s, None)
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)")
+    add_config_args(s, None, optional=True)
+    s.add_argument("--resume", metavar="RUN", help="continue the unfinished run folder RUN from its last checkpoint")
+    s.add_argument(
+        "--progress",
+        choices=["auto", "bar", "lines", "off"],
+        default="auto",
+        help=progress_help,
+    )
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("resume", help="continue an unfinished run from its last checkpoint")
+    s.add_argument("run", metavar="RUN", help="the run folder")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="train on another device than before")
+    s.add_argument("--progress", choices=["auto", "bar", "lines", "off"], default="auto", help=progress_help)
+    s.set_defaults(func=cmd_resume)
 
     s = sub.add_parser("sweep", help="run a grid of settings x seeds; reruns skip finished runs")
     add_config_args(s, 1)
     s.add_argument("--grid", action="append", metavar="KEY=V1,V2|KEY=A..B", help="values to sweep (repeatable: a product)")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("data", help="import or download CIFAR-10 into the data folder; 'info' lists what is cached")
+    s.add_argument("dataset", choices=["cifar10", "info"], help="cifar10: import/fetch it; info: show the cache")
+    s.add_argument("--archive", metavar="PATH", help="cifar-10-python.tar.gz or an extracted cifar-10-batches-py/ folder")
+    s.add_argument("--download", action="store_true", help="fetch the official archive (md5-checked, resumable)")
+    s.add_argument("--dir", metavar="DIR", help="data folder (default $NNLAB_DATA or ~/.cache/nnlab)")
+    s.add_argument("--url", default="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", help="download from a mirror")
+    s.add_argument("--md5", default="c58f30108f718f92721af3b95e74349a", help="expected md5 of the archive at --url")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="download progress bar")
+    s.set_defaults(func=cmd_data)
     return p
 
 
@@ -153,11 +248,20 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except NnlabError as exc:
         message = " ".join(str(exc).split())  # one line, always
-        print(f"nnlab: error: {message}", file=sys.stderr)
+        from nnlab.distributed import announce_error
+
+        announce_error(f"nnlab: error: {message}")  # under torchrun: once per node, not once per process
         return exc.exit_code
     except KeyboardInterrupt:
         print("nnlab: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if type(exc).__name__ != "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch here
+            raise
+        # Files written so far are intact (atomic writes); the fix is a smaller batch or model.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+        print(f"nnlab: error: CUDA out of memory ({first[:160]}); lower train.batch_size or the model size", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

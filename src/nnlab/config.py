@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class DataConfig:
     image_size: int = 32  # imagefolder: images are resized to image_size x image_size
     augment: list[str] = field(default_factory=list)  # e.g. crop, flip, cutout
     normalize: bool = True  # images: per-channel mean/std from the training set
+    crop_padding: int = 4  # augment crop (reflect) / translate (zero fill): max shift in pixels
+    cutout_size: int = 8  # augment cutout: side of the square zeroed in each image
 
 
 @dataclass
@@ -56,6 +59,13 @@ class ModelConfig:
     activation: str = "relu"  # relu | sigmoid | tanh | gelu
     dropout: float = 0.0
     batchnorm: bool = False
+    # cnn: the layers as data, like timm's VGG cfgs (see nnlab/models/cnn.py): "64" conv3x3,
+    # "R128" residual block, "M"/"M3" max-pool 2x2 / 3x3 stride 2, "A" avg-pool, "G"/"GM"
+    # global avg/max pool, "F512" fully connected. The default is the course report's net.
+    widths: list[str] = field(default_factory=lambda: ["64", "64", "M3", "128", "128", "M3", "F512"])
+    impl: str = "scratch"  # rnn, lstm, gru: scratch (the cell's equations) | fused (torch.nn.RNN/LSTM/GRU)
+    init: str = "default"  # rnn, lstm, gru: default (U(+-1/sqrt(hidden))) | orthogonal | identity (rnn's W_hh = I)
+    forget_bias: float = 1.0  # lstm: forget-gate bias at init (gru: its update gate); remembering is the default
 
 
 @dataclass
@@ -91,6 +101,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: int = 0  # CPU threads for torch (0 = pick for the model's size)
+    # PyTorch's deterministic algorithms (bit-identical GPU reruns, somewhat slower).
+    # CPU runs are deterministic already: same config + seed -> same metrics and weights.
+    deterministic: bool = False
+    # auto: bf16 autocast / channels_last on CUDA (channels_last for image models only);
+    # off on CPU and MPS by default, where they rarely help. on | off force them.
+    amp: str = "auto"
+    channels_last: str = "auto"
 
 
 SECTIONS: dict[str, type] = {
@@ -106,6 +123,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
 BACKENDS = ("torch", "numpy")
+AUGMENTS = ("crop", "translate", "flip", "cutout")  # image batch transforms, nnlab/data/augment.py
 
 
 @dataclass
@@ -373,6 +391,11 @@ def validate(cfg: Config) -> None:
     _require(d.length >= 1, "data.length", "must be >= 1", d.length)
     _choice("data.variant", d.variant, ("finite", "stream"))
     _require(d.image_size >= 4, "data.image_size", "must be >= 4", d.image_size)
+    for a in d.augment:
+        _choice("data.augment", a, AUGMENTS)
+    _require("crop" not in d.augment or "translate" not in d.augment, "data.augment", "takes crop or translate, not both", d.augment)
+    _require(1 <= d.crop_padding <= 16, "data.crop_padding", "must be in 1..16", d.crop_padding)
+    _require(d.cutout_size >= 1, "data.cutout_size", "must be >= 1", d.cutout_size)
 
     _choice("model.name", m.name, model_names())
     _choice("model.backend", m.backend, BACKENDS)
@@ -380,6 +403,10 @@ def validate(cfg: Config) -> None:
     _require(len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden), "model.hidden", "must list one or more positive widths like 400,400", m.hidden)
     _choice("model.activation", m.activation, ACTIVATIONS)
     _require(0 <= m.dropout < 1, "model.dropout", "must be in [0, 1)", m.dropout)
+    _choice("model.impl", m.impl, ("scratch", "fused"))
+    _choice("model.init", m.init, ("default", "orthogonal", "identity"))
+    bad = [w for w in m.widths if not re.fullmatch(r"R?[1-9]\d*|M3?|A|GM?|F[1-9]\d*", w)]
+    _require(not bad and bool(m.widths), "model.widths", 'must list layers like 64,64,M3,128,R128,M,G,F512 (conv width, R residual, M/M3/A pool, G/GM global pool, F dense)', m.widths)
 
     _choice("optim.name", o.name, OPTIMIZERS)
     _require(o.lr > 0, "optim.lr", "must be > 0", o.lr)
@@ -403,6 +430,8 @@ def validate(cfg: Config) -> None:
     _require(0 <= t.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)", t.label_smoothing)
     _require(t.seed >= 0, "train.seed", "must be >= 0", t.seed)
     _require(t.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)", t.threads)
+    _choice("train.amp", t.amp, ("auto", "on", "off"))
+    _choice("train.channels_last", t.channels_last, ("auto", "on", "off"))
     dev = t.device
     _require(
         dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),

@@ -38,18 +38,26 @@ METRIC_COLUMNS = ["epoch", "step", "train_loss", "train_acc", "test_loss", "test
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix.
+
+    An OSError (disk full, read-only folder) becomes a one-line RunError; the
+    temporary file is removed and the old file, if any, is left as it was.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise RunError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     _fsync_dir(path.parent)
 
@@ -146,18 +154,21 @@ class RunDir:
         """Make the folder and write the resolved config; metrics start empty."""
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path / "config.toml", config_toml)
-            atomic_write_text(self.metrics_path, ",".join(METRIC_COLUMNS) + "\n")
         except OSError as exc:
-            raise RunError(f"cannot write run folder {self.path}: {exc.strerror or exc}") from None
+            raise RunError(f"cannot create run folder {self.path}: {exc.strerror or exc}") from None
+        atomic_write_text(self.path / "config.toml", config_toml)
+        atomic_write_text(self.metrics_path, ",".join(METRIC_COLUMNS) + "\n")
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         """Append one evaluation row (one short write, flushed and fsync'ed)."""
         line = ",".join(_fmt(row.get(c)) for c in METRIC_COLUMNS) + "\n"
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise RunError(f"cannot write {self.metrics_path}: {exc.strerror or exc}") from None
 
     def read_metrics(self) -> list[dict[str, float]]:
         return read_metrics(self.metrics_path)
@@ -190,6 +201,35 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
         except ValueError:
             raise RunError(f"{path}: line {i} is not a row of numbers") from None
     return out
+
+
+def repair_metrics(path: Path, up_to_epoch: int) -> list[dict[str, float]]:
+    """Keep the header and the complete rows up to ``up_to_epoch``; rewrite the file atomically.
+
+    A crash can leave a torn last line, or rows written after the last checkpoint:
+    both are dropped here and recomputed by the resumed run.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read metrics ({exc.strerror or exc})") from None
+    header = ",".join(METRIC_COLUMNS)
+    lines = text.split("\n")
+    if not lines or lines[0] != header:
+        raise RunError(f"{path}: not an nnlab metrics file (header should be {header})")
+    kept = [header]
+    for line in lines[1:-1]:  # the part after the last newline is empty or torn
+        cells = line.split(",")
+        if len(cells) != len(METRIC_COLUMNS):
+            break
+        try:
+            if float(cells[0]) > up_to_epoch:
+                break
+        except ValueError:
+            break
+        kept.append(line)
+    atomic_write_text(path, "\n".join(kept) + "\n")
+    return read_metrics(path)
 
 
 def read_json(path: Path) -> dict[str, Any]:

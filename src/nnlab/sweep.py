@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,6 @@ def plan(cfg: Config, grid: dict[str, list[Any]], seeds: Sequence[int]) -> list[
         typed = {}
         for key, value in point.items():
             section, field_name = key.split(".")
-            import typing
-
             tp = typing.get_type_hints(type(getattr(cfg, section)))[field_name]
             typed[key] = coerce(key, value, tp)
         for seed in seeds:
@@ -86,14 +85,19 @@ def _run_one(name: str, cfg: Config, out: str, threads: int) -> dict[str, Any]:
     """Worker body: train one run (in this process or a worker process)."""
     import torch
 
-    from nnlab.train import run_training
+    from nnlab.train import TrainingDiverged, resume_training, run_training
 
     if threads:
         torch.set_num_threads(threads)
     folder = Path(out) / name
-    if folder.exists():  # an unfinished run from an interrupted sweep: start it again
-        shutil.rmtree(folder)
-    return run_training(cfg, folder, progress=False)
+    try:
+        if (folder / "checkpoints" / "last.pt").exists():  # interrupted: go on from its last checkpoint
+            return resume_training(folder, cfg, progress="off")
+        if folder.exists():  # interrupted before its first checkpoint: start it again
+            shutil.rmtree(folder)
+        return run_training(cfg, folder, progress="off")
+    except TrainingDiverged:
+        return read_json(folder / "summary.json")  # recorded as diverged; the sweep goes on
 
 
 def run_sweep(
@@ -103,7 +107,6 @@ def run_sweep(
     out: Path,
     *,
     jobs: int = 1,
-    progress: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Run every (grid point, seed) not finished yet; write ``results.csv``; return its rows."""
     out = Path(out)
@@ -119,7 +122,10 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     if skipped:
         print(f"{skipped} of {len(planned)} runs already finished in {out}; skipping them", file=sys.stderr)
-    jobs = max(1, min(jobs, len(todo) or 1))
+    from nnlab.stacked import group_runs, run_group
+
+    groups = group_runs(todo)  # runs that differ only in seed train together, as one stack
+    jobs = max(1, min(jobs, len(groups) or 1))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     done = skipped
     start = time.perf_counter()
@@ -127,32 +133,36 @@ def run_sweep(
     def report(name: str, summary: dict[str, Any]) -> None:
         nonlocal done
         done += 1
-        print(
-            f"[{done}/{len(planned)}] {name}: final_test_acc {summary['final_test_acc']:.4f} "
-            f"({summary['train_seconds']:.1f} s)",
-            file=sys.stderr,
-            flush=True,
-        )
+        acc = summary.get("final_test_acc")
+        result = f"final_test_acc {acc:.4f}" if acc is not None else f"FAILED: {summary.get('error')}"
+        print(f"[{done}/{len(planned)}] {name}: {result} ({summary['train_seconds']:.1f} s)", file=sys.stderr, flush=True)
         write_results(out, planned, keys)
 
     if jobs == 1:
-        for name, run_cfg in todo:
-            report(name, _run_one(name, run_cfg, str(out), threads if len(todo) > 1 else 0))
+        for group in groups:
+            for name, summary in run_group(group, str(out), threads if len(todo) > 1 else 0):
+                report(name, summary)
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         # spawn: a clean interpreter per worker (fork and torch's thread pools do not mix).
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_run_one, n, c, str(out), threads): n for n, c in todo}
+            futures = [pool.submit(run_group, group, str(out), threads) for group in groups]
             try:
                 for fut in as_completed(futures):
-                    report(futures[fut], fut.result())
+                    for name, summary in fut.result():
+                        report(name, summary)
             except BaseException:
                 for f in futures:
                     f.cancel()
                 raise
     rows = write_results(out, planned, keys)
+    write_summary_table(out, rows, keys)
+    from nnlab.plots import plot_sweep_boundaries, plot_sweep_metric
+
+    plot_sweep_boundaries(out, planned, keys)  # 2-D data only: each setting's decision boundary
+    plot_sweep_metric(out, rows, keys)  # numeric swept keys (e.g. data.length): accuracy_vs_<key>.png
     print(f"sweep finished: {len(planned)} runs in {out} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     return rows
 
@@ -201,15 +211,20 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
 
 
 def summarize(rows: list[dict[str, Any]], keys: list[str], metric: str = "final_test_acc") -> list[dict[str, Any]]:
-    """Group rows by the swept keys: mean, std and n of ``metric`` and of train time."""
+    """Group rows by the swept keys: mean, std and n of ``metric`` and of train time.
+
+    Runs without the metric (diverged) are left out of the statistics and counted as ``failed``.
+    """
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
     table = []
     for values, members in groups.items():
-        m, s, n = mean_std([float(r[metric]) for r in members])
-        t, _, _ = mean_std([float(r["train_seconds"]) for r in members])
-        table.append({**dict(zip(keys, values, strict=True)), "mean": m, "std": s, "n": n, "seconds": t})
+        ok = [r for r in members if r.get(metric) not in (None, "")]
+        m, s, n = mean_std([float(r[metric]) for r in ok])
+        t, _, _ = mean_std([float(r["train_seconds"]) for r in ok])
+        entry = {"mean": m, "std": s, "n": n, "seconds": t, "failed": len(members) - len(ok)}
+        table.append({**dict(zip(keys, values, strict=True)), **entry})
     return table
 
 
@@ -217,11 +232,27 @@ def format_summary(table: list[dict[str, Any]], keys: list[str], metric: str = "
     lines = []
     for row in table:
         label = "  ".join(f"{k}={row[k]}" for k in keys) or "all runs"
+        failed = f", {row['failed']} diverged" if row.get("failed") else ""
         lines.append(
-            f"{label}: {metric} {row['mean']:.4f} +- {row['std']:.4f} (n={row['n']}), "
+            f"{label}: {metric} {row['mean']:.4f} +- {row['std']:.4f} (n={row['n']}{failed}), "
             f"{row['seconds']:.1f} s per run"
         )
     return "\n".join(lines)
+
+
+def write_summary_table(out: Path, rows: list[dict[str, Any]], keys: list[str]) -> Path:
+    """``summary.md``: per grid point, mean +- std (n) of final_test_acc and of train seconds."""
+    head = [*keys, "final_test_acc", "train_seconds", "n"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for entry in summarize(rows, keys):
+        members = [r for r in rows if all(r[k] == entry[k] for k in keys) and r.get("final_test_acc") not in (None, "")]
+        s_mean, s_std, _ = mean_std([float(r["train_seconds"]) for r in members])
+        failed = f" ({entry['failed']} diverged)" if entry.get("failed") else ""
+        cells = [*(str(entry[k]) for k in keys), f"{entry['mean']:.4f} +- {entry['std']:.4f}", f"{s_mean:.2f} +- {s_std:.2f}", f"{entry['n']}{failed}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "mean +- sample std over seeds; train_seconds is per run (a stacked run's share of its stack)\n\n"
+    atomic_write_text(out / "summary.md", text + "\n".join(lines) + "\n")
+    return out / "summary.md"
 
 
 __all__ = ["run_sweep", "parse_grid_arg", "expand_grid", "summarize", "format_summary", "mean_std", "NnlabError"]

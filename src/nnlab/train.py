@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnlab import distributed
 from nnlab.config import Config, OptimConfig, ScheduleConfig, to_toml
 from nnlab.data import DataBundle, load_data
 from nnlab.data.loader import TensorLoader
@@ -30,7 +31,13 @@ EVAL_BATCH = 2048  # evaluation has no gradients, so it can use larger batches
 
 
 class TrainingDiverged(NnlabError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
+    """The loss became NaN or inf; the last good checkpoint is kept.
+
+    One line on stderr like every NnlabError, but exit code 1: the input was
+    valid, the optimisation failed.
+    """
+
+    exit_code = 1
 
 
 # --------------------------------------------------------------------------- set-up helpers
@@ -62,6 +69,18 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def set_determinism(deterministic: bool) -> None:
+    """``train.deterministic``: deterministic kernels everywhere (cuDNN autotuning picks kernels by timing, so off)."""
+    import os
+
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; must be set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
 def set_cpu_threads(threads: int, n_params: int) -> None:
     """Tiny models run fastest on one thread: their matmuls are too small to split."""
     if threads == 0:
@@ -70,15 +89,24 @@ def set_cpu_threads(threads: int, n_params: int) -> None:
 
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    # foreach=True: one fused kernel per parameter group instead of one per tensor.
+    """The optimizer ``cfg`` names, in its fastest implementation for the parameters' device.
+
+    ``fused=True`` (SGD, Adam, AdamW on CPU and CUDA) does the whole update in one
+    kernel: for small models the per-step Python and dispatch overhead of the
+    optimizer is a large share of the step. Elsewhere ``foreach=True`` batches the
+    update over tensors.
+    """
+    params = [p for p in params if p.requires_grad]
+    fused_ok = cfg.name != "rmsprop" and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    fast = {"fused": True} if fused_ok else {"foreach": True}
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, foreach=True
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **fast
         )
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=True)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **fast)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=True)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **fast)
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(
             params, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
@@ -113,18 +141,21 @@ def train_one_epoch(
     clip_norm: float = 0.0,
     label_smoothing: float = 0.0,
     track: bool = True,
+    amp: bool = False,
 ) -> dict[str, float]:
     """One pass over ``loader``; with ``track``, returns the epoch's mean train loss and accuracy.
 
     Metrics accumulate on the device and are read once at the end: a ``.item()``
-    per step would wait for the device at every step.
+    per step would wait for the device at every step. ``amp`` runs the forward
+    pass under bf16 autocast (no loss scaling needed: bf16 has float32's range).
     """
     model.train()
     loss_sum = correct = None
     seen = 0
     for x, y in loader:
-        logits = model(x)  # (B, n_classes)
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)  # (B, n_classes)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_norm > 0:
@@ -145,12 +176,13 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def infer(model: nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor]:
+def infer(model: nn.Module, loader, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels for every example of ``loader``, in order (model in eval mode)."""
     model.eval()
     logits, labels = [], []
     for x, y in loader:
-        logits.append(model(x).float())
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits.append(model(x).float())
         labels.append(y)
     return torch.cat(logits), torch.cat(labels)
 
@@ -163,8 +195,8 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     }
 
 
-def evaluate(model: nn.Module, loader) -> dict[str, float]:
-    return score(*infer(model, loader))
+def evaluate(model: nn.Module, loader, amp: bool = False) -> dict[str, float]:
+    return score(*infer(model, loader, amp))
 
 
 @dataclass
@@ -180,14 +212,16 @@ class FitResult:
 
 
 class Progress:
-    """A tqdm bar on a terminal; otherwise a plain line at each tenth of training (CI, pipes)."""
+    """How a run reports progress: ``bar`` (tqdm, on a terminal), ``lines`` (a plain line
+    at each tenth of training: CI, pipes) or ``off``. ``mode=None`` picks bar or lines.
+    """
 
-    def __init__(self, total: int, label: str, enabled: bool | None = None) -> None:
+    def __init__(self, total: int, label: str, mode: str | None = None) -> None:
         self.total, self.label = total, label
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.mode = mode or ("bar" if sys.stderr.isatty() else "lines")
         self.bar = None
         self.next_mark = 0.0
-        if self.enabled:
+        if self.mode == "bar":
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=label, unit="ep", leave=False, dynamic_ncols=True)
@@ -197,7 +231,7 @@ class Progress:
             self.bar.update(epoch - self.bar.n)
             if row:
                 self.bar.set_postfix(loss=f"{row['train_loss']:.4f}", test_acc=f"{row['test_acc']:.4f}")
-        elif row and (epoch / self.total >= self.next_mark or epoch == self.total):
+        elif self.mode == "lines" and row and (epoch / self.total >= self.next_mark or epoch == self.total):
             self.next_mark = math.floor(epoch / self.total * 10 + 1) / 10
             print(
                 f"{self.label} epoch {epoch}/{self.total}  train_loss {row['train_loss']:.4f}  "
@@ -211,12 +245,58 @@ class Progress:
             self.bar.close()
 
 
+def speed_settings(cfg: Config, device: torch.device, input_shape: tuple[int, ...]) -> tuple[bool, bool]:
+    """``(amp, channels_last)`` for this run. ``auto`` turns both on for CUDA only (bf16
+    autocast where the GPU has bf16; channels_last for image inputs, where cuDNN's
+    NHWC kernels are faster); on CPU and MPS they are off unless set to ``on``.
+    """
+    t = cfg.train
+    cuda = device.type == "cuda"
+    amp = t.amp == "on" or (t.amp == "auto" and cuda and torch.cuda.is_bf16_supported())
+    channels_last = len(input_shape) == 3 and (t.channels_last == "on" or (t.channels_last == "auto" and cuda))
+    return amp, channels_last
+
+
+def image_transforms(cfg: Config, data: DataBundle, device: torch.device):
+    """``(train, test)`` batch transforms for uint8 images (augment + normalise on the device); None otherwise."""
+    if data.x_train.dtype != torch.uint8:
+        if cfg.data.augment:
+            raise ConfigError(f"data.augment: only image datasets (cifar10, imagefolder) can be augmented, not {cfg.data.name}")
+        return None, None
+    from nnlab.data.augment import ImageTransform
+
+    mean, std = data.normalization if data.normalization is not None else (None, None)
+    _, channels_last = speed_settings(cfg, device, data.input_shape)
+    d = cfg.data
+    common = {"padding": d.crop_padding, "cutout_size": d.cutout_size, "channels_last": channels_last}
+    return ImageTransform(mean, std, d.augment, **common), ImageTransform(mean, std, (), **common)
+
+
 def make_loaders(cfg: Config, data: DataBundle, device: torch.device) -> tuple[TensorLoader, TensorLoader]:
-    """Move the splits to ``device`` once; batches are then views of them."""
-    train = TensorLoader(
-        data.x_train.to(device), data.y_train.to(device), cfg.train.batch_size, shuffle=True, seed=cfg.train.seed
-    )
-    test = TensorLoader(data.x_test.to(device), data.y_test.to(device), max(EVAL_BATCH, cfg.train.batch_size))
+    """Move the splits to ``device`` once; batches are then views of them.
+
+    Under torchrun each rank trains on its share of every global batch and scores
+    its share of the test set (see ``nnlab.distributed``).
+    """
+    if data.train_loader is not None and distributed.is_distributed():
+        raise ConfigError(f"data.name: {cfg.data.name} draws its own batches, which torchrun ranks cannot share yet; train it in one process")
+    # uint8 images stay uint8 on the device; these convert, augment and normalise each batch.
+    train_tf, test_tf = image_transforms(cfg, data, device)
+    if data.train_loader is not None:  # the dataset draws its own batches (e.g. a stream)
+        train = data.train_loader(cfg.train.batch_size, cfg.train.seed, device)
+    else:
+        train = TensorLoader(
+            data.x_train.to(device),
+            data.y_train.to(device),
+            cfg.train.batch_size,
+            shuffle=True,
+            seed=cfg.train.seed,
+            rank=distributed.rank(),
+            world_size=distributed.world_size(),
+            transform=train_tf,
+        )
+    x_test, y_test = distributed.shard(data.x_test), distributed.shard(data.y_test)
+    test = TensorLoader(x_test.to(device), y_test.to(device), max(EVAL_BATCH, cfg.train.batch_size), transform=test_tf)
     return train, test
 
 
@@ -226,37 +306,61 @@ def fit(
     data: DataBundle,
     device: torch.device,
     run: RunDir | None = None,
-    progress: bool | None = None,
+    progress: str | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` as ``cfg`` says; evaluate every ``eval_every`` epochs and after the last.
 
     Each evaluation appends a metrics row and (with a run folder) writes
     ``last.pt``, and ``best.pt`` when test accuracy improved. Early stopping
     (``train.patience``) counts evaluations without improvement.
+
+    ``resume`` is a ``last.pt`` state plus its metrics ``history``: training goes
+    on from that evaluation with the model, optimizer, scheduler, counters and
+    RNG state restored, so the rows that follow equal an uninterrupted run's.
     """
     t = cfg.train
     train_loader, test_loader = make_loaders(cfg, data, device)
+    amp, channels_last = speed_settings(cfg, device, data.input_shape)
+    if channels_last:  # before the optimizer is built: it keeps references to the parameters
+        model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     scheduler, per_batch = build_scheduler(optimizer, cfg.schedule, t.epochs, len(train_loader))
-
     history: list[dict[str, float]] = []
-    best_acc, best_epoch, since_best, step = -1.0, 0, 0, 0
+    best_acc, best_epoch, since_best, step, start_epoch, elapsed_before = -1.0, 0, 0, 0, 0, 0.0
     stop_reason = "completed"
-    bar = Progress(t.epochs, cfg.name, progress)
-    start = time.perf_counter()
-    epoch = 0
+    if resume is not None:  # before the DDP wrap, which copies rank 0's weights to every rank
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        history = list(resume["history"])
+        start_epoch, step, elapsed_before = resume["epoch"], resume["step"], resume["elapsed_s"]
+        best_acc, best_epoch, since_best = resume["best_test_acc"], resume["best_epoch"], resume["since_best"]
+        stop_reason = resume["stop_reason"] or stop_reason
+        torch.set_rng_state(resume["torch_rng"])
+        if resume.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(resume["cuda_rng"])
+    # Under torchrun, train through DDP (it averages gradients over ranks); evaluate and checkpoint `model`.
+    train_model = distributed.wrap(model, device)
+    bar = Progress(t.epochs, cfg.name, progress if distributed.is_main() else "off")
+    start = time.perf_counter() - elapsed_before
+    epoch = start_epoch
+    # A run that had already stopped early when it was checkpointed has nothing left to do.
+    last_epoch = start_epoch if resume is not None and resume["stop_reason"] else t.epochs
     try:
-        for epoch in range(1, t.epochs + 1):
+        for epoch in range(start_epoch + 1, last_epoch + 1):
             train_loader.set_epoch(epoch)
             is_eval = epoch % t.eval_every == 0 or epoch == t.epochs
             train_metrics = train_one_epoch(
-                model,
+                train_model,
                 train_loader,
                 optimizer,
                 scheduler=scheduler if per_batch else None,
                 clip_norm=t.clip_norm,
                 label_smoothing=t.label_smoothing,
                 track=is_eval,
+                amp=amp,
             )
             step += len(train_loader)
             lr = optimizer.param_groups[0]["lr"]
@@ -265,7 +369,10 @@ def fit(
             if not is_eval:
                 bar.update(epoch, None)
                 continue
-            test_metrics = evaluate(model, test_loader)
+            test_metrics = evaluate(model, test_loader, amp)
+            if distributed.is_distributed():  # each rank measured its own share: combine into whole-set means
+                train_metrics = distributed.average(train_metrics, train_loader.num_examples)
+                test_metrics = distributed.average(test_metrics, test_loader.num_examples)
             row = {
                 "epoch": epoch,
                 "step": step,
@@ -286,27 +393,41 @@ def fit(
                 best_acc, best_epoch, since_best = row["test_acc"], epoch, 0
             else:
                 since_best += 1
+            stop = ""
+            if t.target_acc and row["test_acc"] >= t.target_acc:
+                stop = f"reached train.target_acc {t.target_acc} at epoch {epoch}"
+            elif t.patience and since_best >= t.patience:
+                stop = f"early stop: no better test_acc for {t.patience} evaluations"
             if run is not None:
+                # metrics first, then last.pt: a crash in between leaves a row past the
+                # checkpoint, which resume drops and recomputes (bit for bit).
                 run.append_metrics(row)
-                state = _checkpoint_state(cfg, model, optimizer, scheduler, epoch, step, best_acc)
+                state = {
+                    **_checkpoint_state(cfg, model, optimizer, scheduler, epoch, step, best_acc),
+                    "best_epoch": best_epoch,
+                    "since_best": since_best,
+                    "elapsed_s": row["elapsed_s"],
+                    "stop_reason": stop,
+                    "row": row,  # full precision (metrics.csv rounds to 6 digits)
+                }
                 save_checkpoint(run.checkpoints / "last.pt", state)
                 if improved:
                     save_checkpoint(run.checkpoints / "best.pt", state)
             bar.update(epoch, row)
-            if t.target_acc and row["test_acc"] >= t.target_acc:
-                stop_reason = f"reached train.target_acc {t.target_acc} at epoch {epoch}"
-                break
-            if t.patience and since_best >= t.patience:
-                stop_reason = f"early stop: no better test_acc for {t.patience} evaluations"
+            if stop:
+                stop_reason = stop
                 break
     finally:
         bar.close()
     train_seconds = time.perf_counter() - start
 
     final = {"test_acc": history[-1]["test_acc"], "test_loss": history[-1]["test_loss"]}
-    if t.patience and t.restore_best and best_epoch != history[-1]["epoch"] and run is not None:
-        model.load_state_dict(load_checkpoint(run.checkpoints / "best.pt")["model"])
-        m = evaluate(model, test_loader)
+    restore = run is not None or distributed.is_distributed()  # under torchrun only rank 0 has the folder
+    if t.patience and t.restore_best and best_epoch != history[-1]["epoch"] and restore:
+        if run is not None:
+            model.load_state_dict(load_checkpoint(run.checkpoints / "best.pt")["model"])
+        distributed.broadcast_module(model)  # rank 0's restored weights to every rank
+        m = distributed.average(evaluate(model, test_loader, amp), test_loader.num_examples)
         final = {"test_acc": m["acc"], "test_loss": m["loss"]}
         stop_reason += f"; restored the best checkpoint (epoch {best_epoch})"
     return FitResult(history, epoch, step, train_seconds, best_acc, best_epoch, stop_reason, final)
@@ -322,47 +443,50 @@ def _checkpoint_state(cfg, model, optimizer, scheduler, epoch, step, best_acc) -
         "step": step,
         "best_test_acc": best_acc,
         "config": cfg.to_dict(),
+        "name": cfg.name,
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 
 
 # --------------------------------------------------------------------------- one whole run
 
 
-def run_training(cfg: Config, out: Path, *, progress: bool | None = None) -> dict[str, Any]:
+def run_training(
+    cfg: Config, out: Path, *, progress: str | None = None, resume: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Train one run into the folder ``out`` and return its summary.
 
     Everything that can fail on bad input (device, data, model) is done before
-    the folder is created, so a rejected run leaves nothing behind.
+    the folder is created, so a rejected run leaves nothing behind. ``resume``
+    (from ``load_resume_state``) continues a run already in ``out``.
     """
     device = select_device(cfg.train.device)
+    device = distributed.setup(cfg, device)  # under torchrun: join the process group, take this rank's GPU
+    set_determinism(cfg.train.deterministic)
     seed_everything(cfg.train.seed)
     data = load_data(cfg.data, cfg.train.seed)
-    if cfg.model.backend == "numpy":
-        raise ConfigError("model.backend: numpy is not available yet; use torch")
+    if cfg.model.backend == "numpy":  # the from-scratch NumPy MLP: its own loop, the same run folder
+        from nnlab.numpy_mlp import run as numpy_run
+
+        try:
+            return numpy_run.run_numpy_training(cfg, data, out, progress=Progress(cfg.train.epochs, cfg.name, progress))
+        except numpy_run.TrainingDiverged as exc:
+            raise TrainingDiverged(str(exc)) from None
     seed_everything(cfg.train.seed)  # the model's initial weights depend on the seed only
     model = build_model(cfg.model, data.input_shape, data.n_classes).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     if device.type == "cpu":
         set_cpu_threads(cfg.train.threads, n_params)
 
-    run = RunDir(out)
-    run.create(to_toml(cfg))
+    run = RunDir(out) if distributed.is_main() else None  # under torchrun only rank 0 writes
+    if run is not None and resume is None:
+        run.create(to_toml(cfg))
     started = time.time()
-    result = fit(cfg, model, data, device, run, progress=progress)
-    summary = {
-        "final_test_acc": result.final["test_acc"],
-        "final_test_loss": result.final["test_loss"],
-        "best_test_acc": result.best_test_acc,
-        "best_epoch": result.best_epoch,
-        "final_train_acc": result.history[-1]["train_acc"],
-        "final_train_loss": result.history[-1]["train_loss"],
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "stop_reason": result.stop_reason,
-        "train_seconds": round(result.train_seconds, 3),
+    provenance = {
         "seed": cfg.train.seed,
         "device": str(device),
+        "world_size": distributed.world_size(),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "n_params": n_params,
         "n_train": len(data.y_train),
@@ -373,8 +497,84 @@ def run_training(cfg: Config, out: Path, *, progress: bool | None = None) -> dic
         "versions": versions(),
         "git_commit": git_commit(),
     }
+    try:
+        result = fit(cfg, model, data, device, run, progress=progress, resume=resume)
+    except TrainingDiverged as exc:
+        # A diverged run is a result, not a crash: record it (its last good
+        # checkpoint stays as it was) so sweeps report it and do not retry it.
+        if run is not None:
+            run.write_summary({"status": "diverged", "error": str(exc), "final_test_acc": None,
+                               "best_test_acc": None, "train_seconds": round(time.time() - started, 3), **provenance})
+        raise
+    summary = {
+        "status": "completed",
+        "final_test_acc": result.final["test_acc"],
+        "final_test_loss": result.final["test_loss"],
+        "best_test_acc": result.best_test_acc,
+        "best_epoch": result.best_epoch,
+        "final_train_acc": result.history[-1]["train_acc"],
+        "final_train_loss": result.history[-1]["train_loss"],
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "stop_reason": result.stop_reason,
+        "train_seconds": round(result.train_seconds, 3),
+        **provenance,
+    }
     from nnlab.plots import plot_curves
 
-    plot_curves(result.history, run.path / "curves.png", title=f"{cfg.name} (seed {cfg.train.seed})")
-    run.write_summary(summary)  # last: a run is finished iff summary.json exists
+    if run is not None:
+        plot_curves(result.history, run.path / "curves.png", title=f"{cfg.name} (seed {cfg.train.seed})")
+        run.write_summary(summary)  # last: a run is finished iff summary.json exists
+    distributed.finish()  # under torchrun: wait for every rank (and rank 0's files), leave the group
     return summary
+
+
+def load_resume_state(out: Path, requested: Config | None = None) -> tuple[Config, dict[str, Any] | None]:
+    """The saved config of the unfinished run in ``out`` and its ``last.pt`` state (None if it has none yet).
+
+    Repairs ``metrics.csv`` to the checkpoint: rows past it (written just before
+    a crash) and a torn last line are dropped, and are recomputed on resume.
+    ``requested``, when given, must match the saved config (the device may differ).
+    """
+    from nnlab.config import load_config
+    from nnlab.errors import RunError
+    from nnlab.runs import repair_metrics
+
+    run = RunDir(out)
+    if not (run.path / "config.toml").is_file():
+        raise RunError(f"{out}: not an nnlab run folder (no config.toml)")
+    if run.finished:
+        raise RunError(f"{out}: the run is finished (summary.json exists); nothing to resume")
+    saved = load_config(str(run.path / "config.toml"))
+    for stale in [*run.path.glob(".*.tmp"), *run.checkpoints.glob(".*.tmp")] if distributed.is_main() else []:
+        stale.unlink()  # a temp file from a write the crash interrupted; its target is intact
+    state = load_checkpoint(run.checkpoints / "last.pt") if (run.checkpoints / "last.pt").exists() else None
+    if state is not None:
+        saved.name = state.get("name", saved.name)
+        if state.get("config") != saved.to_dict():
+            raise RunError(f"{out}: checkpoints/last.pt was not written by this run's config.toml")
+    if requested is not None:
+        mine, theirs = requested.to_dict(), saved.to_dict()
+        mine["train"].pop("device"), theirs["train"].pop("device")
+        diff = [f"{s}.{k}" for s in mine for k in mine[s] if mine[s][k] != theirs[s].get(k)]
+        if diff:
+            raise RunError(f"{out}: was trained with a different config ({', '.join(diff[:5])} differ); resume it without --set, or start a new --out")
+        saved = saved.replace({"train.device": requested.train.device})
+    if state is not None and not distributed.is_main():
+        # Under torchrun every rank resumes from the same last.pt, but only rank 0 touches the
+        # folder; the others need just the checkpoint's row (fit compares its epoch).
+        state["history"] = [state["row"]]
+    elif state is not None:
+        history = repair_metrics(run.metrics_path, up_to_epoch=state["epoch"])
+        if not history or history[-1]["epoch"] != state["epoch"]:
+            raise RunError(f"{run.metrics_path}: has no row for the checkpoint's epoch {state['epoch']}")
+        state["history"] = [*history[:-1], state["row"]]
+    return saved, state
+
+
+def resume_training(out: Path, requested: Config | None = None, *, progress: str | None = None) -> dict[str, Any]:
+    """Continue the unfinished run in ``out`` from its last checkpoint (or from the start if it has none)."""
+    cfg, state = load_resume_state(out, requested)
+    if state is None:  # killed before its first evaluation: nothing to keep
+        return run_training(cfg, out, progress=progress)
+    return run_training(cfg, out, progress=progress, resume=state)

@@ -34,6 +34,11 @@ class DataBundle:
     # Per-channel (mean, std) for uint8 images, applied on the device by the loader.
     normalization: tuple[list[float], list[float]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # Datasets that draw fresh training examples (palindrome's stream variant) give a
+    # builder ``(batch_size, seed, device) -> loader``; the loader has ``set_epoch``
+    # and ``__len__`` like TensorLoader and draws batches from (seed, epoch) alone,
+    # so runs stay reproducible. None: batches are sliced from x_train/y_train.
+    train_loader: Callable[[int, int, torch.device], Any] | None = None
 
 
 # name -> module that registers it; imported on first use so `import nnlab` stays light.
@@ -41,6 +46,9 @@ _MODULES = {
     "moons": "nnlab.data.toy",
     "circles": "nnlab.data.toy",
     "blobs": "nnlab.data.toy",
+    "palindrome": "nnlab.data.palindrome",
+    "cifar10": "nnlab.data.cifar10",
+    "imagefolder": "nnlab.data.imagefolder",
 }
 _LOADERS: dict[str, Callable[[DataConfig, int], DataBundle]] = {}
 

@@ -28,6 +28,14 @@ class TensorLoader:
 
     ``shuffle`` draws a fresh order each epoch (call ``set_epoch`` first, like
     ``DistributedSampler``); ``transform`` is applied to each whole batch.
+
+    Data-parallel (``world_size`` > 1, see ``nnlab.distributed``): ``batch_size``
+    is the *global* batch. Every rank draws the same order for (seed, epoch), cuts
+    it into global batches exactly as one process would, and takes the contiguous
+    slice ``rank`` of each: ``batch_size // world_size`` examples. Equal shares
+    keep DDP's average of per-rank mean gradients equal to the one-process
+    gradient; so of a last, partial global batch each rank takes an equal share
+    and the ``len % world_size`` examples left over sit out that epoch.
     """
 
     def __init__(
@@ -40,9 +48,14 @@ class TensorLoader:
         seed: int = 0,
         drop_last: bool = False,
         transform: BatchTransform | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
+        if not 0 <= rank < world_size or batch_size % world_size:
+            raise ValueError(f"need 0 <= rank < world_size dividing batch_size; got {rank}, {world_size}, {batch_size}")
+        self.rank, self.world_size = rank, world_size
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
@@ -54,14 +67,45 @@ class TensorLoader:
 
     def __len__(self) -> int:
         n, b = len(self.x), self.batch_size
+        if self.world_size > 1:  # a last partial batch counts if every rank gets a share of it
+            return n // b + (0 if self.drop_last or (n % b) < self.world_size else 1)
         return n // b if self.drop_last else -(-n // b)
+
+    @property
+    def num_examples(self) -> int:
+        """Examples this rank yields per epoch."""
+        n, b, w = len(self.x), self.batch_size, self.world_size
+        return (n // b) * (b // w) + (0 if self.drop_last else (n % b) // w)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y, g = self.x, self.y, None
+        if self.world_size > 1:
+            yield from self._iter_shard()
+            return
         if self.shuffle:
             g = epoch_generator(self.seed, self.epoch)
             perm = torch.randperm(len(x), generator=g).to(x.device)
             x, y = x[perm], y[perm]  # one gather per epoch, then views
         n_full = len(self) * self.batch_size if self.drop_last else len(x)
         for xb, yb in zip(x[:n_full].split(self.batch_size), y[:n_full].split(self.batch_size), strict=True):
+            yield (self.transform(xb, g) if self.transform is not None else xb), yb
+
+    def _iter_shard(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's share of every global batch (see the class docstring)."""
+        n, b, w, r = len(self.x), self.batch_size, self.world_size, self.rank
+        g = None
+        if self.shuffle:
+            g = epoch_generator(self.seed, self.epoch)
+            order = torch.randperm(n, generator=g)  # on the CPU: the same order on every rank
+        else:
+            order = torch.arange(n)
+        k, n_full = b // w, n // b  # per-rank batch, full global batches
+        parts = [order[: n_full * b].view(n_full, w, k)[:, r].reshape(-1)]  # (n_full * k,)
+        rest = order[n_full * b :]  # the last, partial global batch
+        if not self.drop_last and len(rest) >= w:
+            share = len(rest) // w
+            parts.append(rest[r * share : (r + 1) * share])
+        mine = torch.cat(parts).to(self.x.device)
+        x, y = self.x[mine], self.y[mine]  # one gather per epoch, then views
+        for xb, yb in zip(x.split(k), y.split(k), strict=True):
             yield (self.transform(xb, g) if self.transform is not None else xb), yb

@@ -6,6 +6,10 @@ from __future__ import annotations
 # Listed here so config validation can check a name without importing torch.
 _MODEL_MODULES = {
     "mlp": "nnlab.models.mlp",
+    "rnn": "nnlab.models.rnn",
+    "lstm": "nnlab.models.rnn",
+    "gru": "nnlab.models.rnn",
+    "cnn": "nnlab.models.cnn",
 }
 
 

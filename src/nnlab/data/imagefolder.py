@@ -1,0 +1,167 @@
+"""ImageFolder data: ``train/<class>/*`` and ``test/<class>/*`` images, decoded once and cached.
+
+``data.dir`` names the tree, or a ``.tar.gz``/``.tar`` of one (it may sit under one
+top-level folder, like ``cifar10-jpeg/train/...``). Every image is converted to
+RGB and resized to ``data.image_size`` square (squashed, not cropped, like
+``Resize((s, s))``), then the splits are stored as uint8 ``(N, 3, s, s)`` .npy
+files in the data folder (``$NNLAB_DATA`` or ``~/.cache/nnlab``) under
+``imagefolder/<name>-<s>px-<key>``. The key hashes the source's resolved path,
+its size and modification times (every file's, for a folder) and the image
+size, so an edited tree or another size is decoded afresh and later runs
+memory-map the cache instead of decoding again.
+
+Classes are the sorted folder names of ``train/``; each split is stored in a
+fixed shuffled order (seed 0, as the official CIFAR-10 batches are), so
+``data.limit_train`` keeps a mix of classes rather than the first ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnlab.config import DataConfig
+from nnlab.data import DataBundle, register_dataset
+from nnlab.data.cifar10 import data_root, read_cache, write_cache
+from nnlab.errors import ConfigError, DataError
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
+CACHE_VERSION = 1  # bump when the decoded format changes, so old caches are not reused
+SPLITS = ("train", "test")
+
+
+def _is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar"))
+
+
+def cache_key(source: Path, image_size: int) -> str:
+    """A short hash of what the decoded arrays depend on: path, sizes, mtimes, image size."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{source.resolve()}|{image_size}".encode())
+    if source.is_dir():
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                st = path.stat()
+                h.update(f"|{path.relative_to(source)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    else:
+        st = source.stat()
+        h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def _split_path(rel: str) -> tuple[str, str] | None:
+    """``[top/]train/cls/x.jpg`` -> ("train", "cls"); None for anything else."""
+    parts = rel.split("/")
+    for i in range(len(parts) - 2):
+        if parts[i] in SPLITS and i + 3 == len(parts) and Path(parts[-1]).suffix.lower() in EXTENSIONS:
+            return parts[i], parts[i + 1]
+    return None
+
+
+def _entries(source: Path) -> Iterator[tuple[str, str, str, bytes]]:
+    """Yield ``(split, class, name, encoded bytes)`` for every image in a folder or an archive."""
+    if source.is_dir():
+        for path in sorted(source.rglob("*")):
+            where = _split_path(path.relative_to(source).as_posix()) if path.is_file() else None
+            if where:
+                yield (*where, str(path), path.read_bytes())
+        return
+    try:
+        with tarfile.open(source, "r:*") as tar:
+            for member in tar:  # read in memory, never extracted: no path can escape
+                where = _split_path(member.name) if member.isfile() else None
+                if where:
+                    f = tar.extractfile(member)
+                    yield (*where, f"{source}:{member.name}", f.read() if f else b"")
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{source}: truncated or corrupt archive ({reason})") from None
+
+
+def decode_tree(source: Path, image_size: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Decode and resize every image; returns arrays x_/y_{train,test} and the class names."""
+    from PIL import Image, UnidentifiedImageError
+
+    images: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    names: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for split, cls, name, blob in _entries(source):
+        try:
+            with Image.open(io.BytesIO(blob)) as img:
+                img = img.convert("RGB")
+                if img.size != (image_size, image_size):
+                    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                images[split].append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))  # (3, s, s)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DataError(f"{name}: cannot decode image ({exc})") from None
+        names[split].append(cls)
+    classes = sorted(set(names["train"]))
+    if not classes:
+        raise DataError(f"{source}: no images under train/<class>/; expected train/<class>/* and test/<class>/*")
+    if not names["test"]:
+        raise DataError(f"{source}: no images under test/<class>/")
+    unknown = sorted(set(names["test"]) - set(classes))
+    if unknown:
+        raise DataError(f"{source}: test/ has classes missing from train/: {', '.join(unknown)}")
+    index = {c: i for i, c in enumerate(classes)}
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split in SPLITS:
+        order = rng.permutation(len(names[split]))
+        arrays[f"x_{split}"] = np.stack(images[split])[order]
+        arrays[f"y_{split}"] = np.array([index[c] for c in names[split]], dtype=np.int64)[order]
+    return arrays, classes
+
+
+def load_tree(source: str | os.PathLike, image_size: int, root: str | os.PathLike | None = None) -> tuple[dict, dict]:
+    """Cached arrays and meta for the tree at ``source``, decoding it first if needed."""
+    from nnlab.data.augment import channel_stats
+
+    source = Path(source).expanduser()
+    if not (source.is_dir() or _is_archive(source)):
+        raise DataError(f"data.dir: {source} is not a folder or a .tar.gz of train/<class>/* and test/<class>/* images")
+    stem = source.name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz")
+    folder = data_root(root) / "imagefolder" / f"{stem}-{image_size}px-{cache_key(source, image_size)}"
+    cached = read_cache(folder)
+    if cached is None:
+        arrays, classes = decode_tree(source, image_size)
+        mean, std = channel_stats(torch.from_numpy(arrays["x_train"]))
+        meta = {
+            "dataset": "imagefolder",
+            "source": str(source.resolve()),
+            "image_size": image_size,
+            "n_train": len(arrays["y_train"]),
+            "n_test": len(arrays["y_test"]),
+            "classes": classes,
+            "mean": mean,
+            "std": std,
+        }
+        write_cache(folder, arrays, meta)
+        cached = read_cache(folder)
+    return cached
+
+
+@register_dataset("imagefolder")
+def load_imagefolder(cfg: DataConfig, seed: int) -> DataBundle:
+    if not cfg.dir:
+        raise ConfigError("data.dir: set it to an ImageFolder tree (train/<class>/*, test/<class>/*) or a .tar.gz of one")
+    arrays, meta = load_tree(cfg.dir, cfg.image_size)
+    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    classes = list(meta["classes"])
+    return DataBundle(
+        x_train=t["x_train"],
+        y_train=t["y_train"],
+        x_test=t["x_test"],
+        y_test=t["y_test"],
+        n_classes=len(classes),
+        input_shape=(3, cfg.image_size, cfg.image_size),
+        class_names=classes,
+        normalization=(meta["mean"], meta["std"]) if cfg.normalize else None,
+        info={"cache": meta.get("source", "")},
+    )

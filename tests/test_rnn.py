@@ -1,0 +1,117 @@
+"""The recurrent models: the report's cell exactly, scratch == fused, initialisation, bad configs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nnlab.config import load_config
+from nnlab.errors import ConfigError
+from nnlab.models import build_model
+from nnlab.models.rnn import RecurrentClassifier, copy_weights
+
+
+def _pair(kind: str, input_size: int, hidden: int = 7, seed: int = 0, **kw):
+    """A scratch model with random weights (biases too) and a fused copy, both float64."""
+    torch.manual_seed(seed)
+    scratch = RecurrentClassifier(kind, input_size, hidden, 10, impl="scratch", **kw).double()
+    with torch.no_grad():
+        for p in scratch.parameters():  # non-zero biases too, so every term is exercised
+            p.uniform_(-0.6, 0.6)
+    fused = RecurrentClassifier(kind, input_size, hidden, 10, impl="fused").double()
+    copy_weights(scratch, fused)
+    return scratch, fused
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("input_size", [1, 10])
+def test_scratch_and_fused_agree_on_outputs_and_gradients(kind, input_size):
+    scratch, fused = _pair(kind, input_size)
+    x = torch.randn(5, 9, input_size, dtype=torch.float64) * 2
+    y = torch.randint(0, 10, (5,))
+    out_s, out_f = scratch(x), fused(x)
+    torch.testing.assert_close(out_s, out_f, rtol=0, atol=1e-6)
+    F.cross_entropy(out_s, y).backward()
+    F.cross_entropy(out_f, y).backward()
+    (gx_s, gh_s, gb_s, gbh_s), (gx_f, gh_f, gb_f, gbh_f) = (
+        [None if p is None else p.grad for p in m.core.layout()] for m in (scratch, fused)
+    )
+    torch.testing.assert_close(gx_s, gx_f, rtol=0, atol=1e-6)
+    torch.testing.assert_close(gh_s, gh_f, rtol=0, atol=1e-6)
+    torch.testing.assert_close(gb_s, gb_f, rtol=0, atol=1e-6)
+    # one bias in the scratch RNN/LSTM: both fused biases get its gradient
+    torch.testing.assert_close(gbh_s if gbh_s is not None else gb_s, gbh_f, rtol=0, atol=1e-6)
+    for p_s, p_f in zip(scratch.head.parameters(), fused.head.parameters(), strict=True):
+        torch.testing.assert_close(p_s.grad, p_f.grad, rtol=0, atol=1e-6)
+
+
+def test_rnn_is_the_reports_equations():
+    scratch, _ = _pair("rnn", 1, hidden=4)
+    cell = scratch.core
+    x = torch.randn(3, 6, 1, dtype=torch.float64)
+    h = torch.zeros(3, 4, dtype=torch.float64)  # h_0 = 0
+    for t in range(6):
+        h = torch.tanh(x[:, t] @ cell.W_hx.T + h @ cell.W_hh.T + cell.b_h)
+    o = h @ scratch.head.weight.T + scratch.head.bias  # o = W_ph h_T + b_o: logits, no softmax
+    torch.testing.assert_close(scratch(x), o)
+    assert {n for n, _ in scratch.named_parameters()} == {
+        "core.W_hx",
+        "core.W_hh",
+        "core.b_h",
+        "head.weight",
+        "head.bias",
+    }
+
+
+def test_lstm_is_the_gate_equations():
+    scratch, _ = _pair("lstm", 2, hidden=3)
+    cell = scratch.core
+    x = torch.randn(2, 4, 2, dtype=torch.float64)
+    h = c = torch.zeros(2, 3, dtype=torch.float64)
+    W_x, W_h, b = (w.split(3) for w in (cell.W_x, cell.W_h, cell.b))  # blocks i, f, g, o
+    for t in range(4):
+        i, f, g, o = (
+            x[:, t] @ wx.T + h @ wh.T + bb for wx, wh, bb in zip(W_x, W_h, b, strict=True)
+        )
+        g, i, f, o = torch.tanh(g), torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
+        c = g * i + c * f
+        h = torch.tanh(c) * o
+    torch.testing.assert_close(scratch.core(x), h)
+
+
+@pytest.mark.parametrize("impl", ["scratch", "fused"])
+def test_init_forget_bias_and_identity(impl):
+    lstm = RecurrentClassifier("lstm", 1, 8, 10, impl=impl, forget_bias=2.5)
+    b = lstm.core.layout()[2]
+    assert torch.all(b[8:16] == 2.5) and torch.all(b[:8] == 0) and torch.all(b[16:] == 0)
+    rnn = RecurrentClassifier("rnn", 1, 8, 10, impl=impl, init="identity")
+    assert torch.equal(rnn.core.layout()[1], torch.eye(8))
+    gru = RecurrentClassifier("gru", 1, 8, 10, impl=impl, init="orthogonal")
+    w_h = gru.core.layout()[1]
+    for block in w_h.split(8):
+        torch.testing.assert_close(block @ block.T, torch.eye(8), atol=1e-5, rtol=0)
+
+
+def test_same_seed_same_initial_function_for_both_impls():
+    x = torch.randn(4, 5, 1)
+    for kind in ("rnn", "lstm", "gru"):
+        torch.manual_seed(3)
+        a = RecurrentClassifier(kind, 1, 6, 10, impl="scratch")
+        b = RecurrentClassifier(kind, 1, 6, 10, impl="fused")
+        copy_weights(a, b)
+        torch.testing.assert_close(a(x), b(x), atol=1e-5, rtol=0)
+
+
+def test_model_config_errors():
+    cfg = load_config("moons", ["model.name=rnn", "model.hidden=8,8"])
+    with pytest.raises(ConfigError, match="model.hidden"):
+        build_model(cfg.model, (5, 1), 10)
+    cfg = load_config("moons", ["model.name=lstm"])
+    with pytest.raises(ConfigError, match="sequences"):
+        build_model(cfg.model, (2,), 10)
+    cfg = load_config("moons", ["model.name=gru", "model.init=identity", "model.hidden=8"])
+    with pytest.raises(ConfigError, match="model.init"):
+        build_model(cfg.model, (5, 1), 10)
+    with pytest.raises(ConfigError, match="model.impl"):
+        load_config("moons", ["model.impl=cudnn"])
