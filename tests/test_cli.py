@@ -89,7 +89,7 @@ def test_bad_inputs_give_one_line_and_exit_2(cli, tmp_path):
         (["sweep", "moons", "--grid", "optim.nope=1,2"], "optim.nope"),
         (["sweep", "moons", "--grid", "optim.lr=1,abc", "--out", "o"], "optim.lr"),
         (["frobnicate"], "invalid choice"),
-        (["train"], "required"),
+        (["train"], "PRESET"),
     ]
     for args, needle in cases:
         proc = cli(*args)

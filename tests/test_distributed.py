@@ -4,7 +4,8 @@ The fast tests check the loader's sharding and the launch checks in this process
 (torchrun's environment faked with monkeypatch). The slow ones start real
 2-process jobs with ``python -m torch.distributed.run`` (about 10-25 s each on
 2 cores): 2 ranks give the same weights as 1 process, a failing rank ends the
-job within seconds, mismatched configs give one line from rank 0.
+job within seconds, the job it left resumes to the uninterrupted weights, and
+mismatched configs give one line from rank 0.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ EXACT = [
     "train.batch_size=100",
     "train.device=cpu",
 ]
+SET_EXACT = [a for kv in EXACT for a in ("--set", kv)]
 
 
 def torchrun(
@@ -171,6 +173,7 @@ def test_batch_not_divisible_by_world_is_one_line_from_rank_0(cli, fake_torchrun
         (["--set", "train.device=cuda:1"], "train.device"),
         (["--device", "mps"], "train.device"),
         (["--device", "cpu", "--seeds", "2"], "--seeds"),
+        (["--device", "cpu", "--set", "model.backend=numpy"], "model.backend"),
     ],
 )
 def test_launch_errors_under_torchrun(cli, fake_torchrun, argv, needle):
@@ -198,56 +201,69 @@ def test_sweep_is_refused_under_torchrun(cli, fake_torchrun):
 # --------------------------------------------------------------------------- real 2-process jobs
 
 
-def test_two_ranks_give_the_weights_of_one_process(tmp_path):
-    # seed-moons: MLP, SGD, Sigmoid, no dropout, no BatchNorm -> deterministic.
-    args = [f"{a}" for kv in EXACT for a in ("--set", kv)]
-    proc = torchrun(
-        "train", "seed-moons", *args, "--out", str(tmp_path / "two"), "--progress", "off"
-    )
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """An uninterrupted 2-rank run of the EXACT settings (shared by two tests: torchrun is slow)."""
+    out = tmp_path_factory.mktemp("ddp") / "two"
+    proc = torchrun("train", "seed-moons", *SET_EXACT, "--out", str(out), "--progress", "off")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("final_test_acc") == 1  # rank 0 reports; rank 1 stays quiet
-    one = run_training(load_config("seed-moons", EXACT), tmp_path / "one", progress="off")
+    return out
 
-    w1 = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["model"]
-    w2 = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["model"]
+
+def _weights(run) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+def _rows(run) -> list[dict[str, float]]:
+    return [
+        {k: v for k, v in r.items() if k != "elapsed_s"} for r in read_metrics(run / "metrics.csv")
+    ]
+
+
+def test_two_ranks_give_the_weights_of_one_process(two_ranks, tmp_path):
+    # seed-moons: MLP, SGD, Sigmoid, no dropout, no BatchNorm -> deterministic.
+    one = run_training(load_config("seed-moons", EXACT), tmp_path / "one", progress="off")
+    w1, w2 = _weights(tmp_path / "one"), _weights(two_ranks)
     assert w1.keys() == w2.keys()  # no DDP "module." prefix: loads in one process
     for key in w1:
         torch.testing.assert_close(w2[key], w1[key], atol=1e-5, rtol=0)
     # all-reduced metrics are the whole-set metrics one process measures
-    m1, m2 = (
-        read_metrics(tmp_path / "one" / "metrics.csv"),
-        read_metrics(tmp_path / "two" / "metrics.csv"),
-    )
+    m1, m2 = _rows(tmp_path / "one"), _rows(two_ranks)
     assert [r["step"] for r in m2] == [r["step"] for r in m1] == [32, 64, 96]
     for r1, r2 in zip(m1, m2, strict=True):
         for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
             assert r2[key] == pytest.approx(r1[key], abs=1e-5), key
-    summary = read_json(tmp_path / "two" / "summary.json")
+    summary = read_json(two_ranks / "summary.json")
     assert summary["world_size"] == 2 and summary["n_test"] == 201
     assert summary["final_test_acc"] == pytest.approx(one["final_test_acc"], abs=1e-6)
 
 
-def test_a_failing_rank_ends_the_job_within_seconds(tmp_path):
-    # Without a clean shutdown rank 0 would wait in the gradient all-reduce (or train 10**5 epochs).
-    proc = torchrun(
-        "train",
-        "seed-moons",
-        "--set",
-        "train.epochs=100000",
-        "--device",
-        "cpu",
-        "--out",
-        str(tmp_path / "r"),
-        env={distributed.FAULT_ENV: "rank=1,step=20"},
-    )
+def test_a_failing_rank_ends_the_job_within_seconds_and_it_resumes(two_ranks, tmp_path):
+    # Rank 1 raises at step 50 (epoch 7); rank 0 is then waiting in the gradient all-reduce.
+    # Without a clean shutdown it would wait there until NNLAB_DIST_TIMEOUT (30 s).
+    out = tmp_path / "r"
+    fault = {distributed.FAULT_ENV: "rank=1,step=50"}
+    proc = torchrun("train", "seed-moons", *SET_EXACT, "--out", str(out), env=fault)
     ended = time.time()
     assert proc.returncode != 0
-    fault = re.search(
-        r"injected failure on rank 1 at training step 20 \(unix time ([\d.]+)\)", proc.stderr
+    raised = re.search(
+        r"injected failure on rank 1 at training step 50 \(unix time ([\d.]+)\)", proc.stderr
     )
-    assert fault, proc.stderr[-3000:]
-    assert ended - float(fault.group(1)) < 15, "the job outlived its failing rank by more than 15 s"
-    assert not (tmp_path / "r" / "summary.json").exists()
+    assert raised, proc.stderr[-3000:]
+    assert ended - float(raised.group(1)) < 15, (
+        "the job outlived its failing rank by more than 15 s"
+    )
+    assert not (out / "summary.json").exists()
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 4
+
+    # Both ranks resume from the same last.pt and end where the uninterrupted job ended.
+    proc = torchrun("resume", str(out), "--progress", "off")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed, uninterrupted = _weights(out), _weights(two_ranks)
+    for key in uninterrupted:
+        torch.testing.assert_close(resumed[key], uninterrupted[key], atol=1e-6, rtol=0)
+    assert _rows(out) == _rows(two_ranks)
 
 
 def test_mismatched_configs_stop_with_one_line_from_rank_0(tmp_path):

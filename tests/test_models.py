@@ -21,6 +21,7 @@ EXAMPLE_INPUTS = {
     "lstm": ((6, 10), ["model.hidden=16", "model.impl=fused"]),
     "gru": ((6, 10), ["model.hidden=16"]),
     "cnn": ((3, 16, 16), ["model.widths=8,M,R8,GM,F16", "model.batchnorm=true", "model.dropout=0.1"]),
+    "cnn-fast": ((3, 16, 16), ["model.widths=8,16", "model.activation=gelu"]),
 }
 
 

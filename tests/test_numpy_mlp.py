@@ -63,7 +63,12 @@ def test_linear_matches_autograd(shape, out, seed, scale):
 
 @pytest.mark.parametrize(
     "module, reference",
-    [(ReLU, torch.relu), (Sigmoid, torch.sigmoid), (Tanh, torch.tanh), (SoftMax, lambda x: torch.softmax(x, -1))],
+    [
+        (ReLU, torch.relu),
+        (Sigmoid, torch.sigmoid),
+        (Tanh, torch.tanh),
+        (SoftMax, lambda x: torch.softmax(x, -1)),
+    ],
     ids=["relu", "sigmoid", "tanh", "softmax"],
 )
 @SETTINGS
@@ -83,7 +88,12 @@ def test_elementwise_and_softmax_match_autograd(module, reference, shape, seed, 
 
 
 @SETTINGS
-@given(shape=shapes, seed=seeds, scale=st.sampled_from([0.1, 1.0, 4.0, 100.0]), smoothing=st.sampled_from([0.0, 0.1]))
+@given(
+    shape=shapes,
+    seed=seeds,
+    scale=st.sampled_from([0.1, 1.0, 4.0, 100.0]),
+    smoothing=st.sampled_from([0.0, 0.1]),
+)
 def test_cross_entropy_matches_torch(shape, seed, scale, smoothing):
     stack, batch, n_classes = shape
     rng, logits = _input((stack, batch, max(n_classes, 2)), seed, scale)
@@ -92,7 +102,12 @@ def test_cross_entropy_matches_torch(shape, seed, scale, smoothing):
     loss = ce.forward(logits, labels)
     grad = ce.backward()
     lt = t64(logits, True)
-    per = F.cross_entropy(lt.reshape(-1, lt.shape[-1]), torch.from_numpy(labels.reshape(-1)), reduction="none", label_smoothing=smoothing)
+    per = F.cross_entropy(
+        lt.reshape(-1, lt.shape[-1]),
+        torch.from_numpy(labels.reshape(-1)),
+        reduction="none",
+        label_smoothing=smoothing,
+    )
     ref = per.view(labels.shape).mean(-1)  # one mean loss per stacked network
     ref.sum().backward()
     assert np.isfinite(loss).all() and loss.shape == labels.shape[:-1]
@@ -110,7 +125,9 @@ def test_cross_entropy_matches_torch(shape, seed, scale, smoothing):
     activation=st.sampled_from(["relu", "sigmoid", "tanh"]),
     seed=seeds,
 )
-def test_whole_mlp_gradients_match_autograd(stack, batch, sizes, n_inputs, n_classes, activation, seed):
+def test_whole_mlp_gradients_match_autograd(
+    stack, batch, sizes, n_inputs, n_classes, activation, seed
+):
     rng = np.random.default_rng(seed)
     model = MLP(n_inputs, sizes, n_classes, activation=activation, stack=stack, rng=rng)
     lead = () if stack is None else (stack,)
@@ -126,11 +143,20 @@ def test_whole_mlp_gradients_match_autograd(stack, batch, sizes, n_inputs, n_cla
     for i, (w, b) in enumerate(weights):
         h = h @ w + b.unsqueeze(-2)
         h = act(h) if i < len(weights) - 1 else h
-    ref = F.cross_entropy(h.reshape(-1, n_classes), torch.from_numpy(labels.reshape(-1)), reduction="none").view(labels.shape).mean(-1)
+    ref = (
+        F.cross_entropy(
+            h.reshape(-1, n_classes), torch.from_numpy(labels.reshape(-1)), reduction="none"
+        )
+        .view(labels.shape)
+        .mean(-1)
+    )
     ref.sum().backward()
     assert rel_err(loss, ref.detach()) < TOL
     assert rel_err(dx, xt.grad) < TOL
-    flat = torch.cat([torch.cat([w.grad.flatten(len(lead)), b.grad.flatten(len(lead))], -1) for w, b in weights], -1)
+    flat = torch.cat(
+        [torch.cat([w.grad.flatten(len(lead)), b.grad.flatten(len(lead))], -1) for w, b in weights],
+        -1,
+    )
     assert rel_err(model.grads, flat) < TOL  # the flat gradient buffer, in parameter order
 
 
@@ -142,7 +168,16 @@ def test_mlp_is_the_torch_backends_architecture():
     net = TorchMLP(2, [20, 7], 3, activation="tanh").double()
     ours = MLP(2, [20, 7], 3, activation="tanh")
     linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
-    ours.load_state_dict({k: v for i, lin in enumerate(linears) for k, v in ((f"W{i}", lin.weight.detach().numpy().T), (f"b{i}", lin.bias.detach().numpy()))})
+    ours.load_state_dict(
+        {
+            k: v
+            for i, lin in enumerate(linears)
+            for k, v in (
+                (f"W{i}", lin.weight.detach().numpy().T),
+                (f"b{i}", lin.bias.detach().numpy()),
+            )
+        }
+    )
     assert ours.n_params == sum(p.numel() for p in net.parameters())
     x = np.random.default_rng(0).normal(size=(16, 2))
     assert rel_err(ours.forward(x), net(torch.from_numpy(x)).detach()) < TOL
@@ -180,14 +215,21 @@ OPTIMIZERS = [
 ]
 
 
-@pytest.mark.parametrize("name, ours, theirs", OPTIMIZERS, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(OPTIMIZERS)])
+@pytest.mark.parametrize(
+    "name, ours, theirs", OPTIMIZERS, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(OPTIMIZERS)]
+)
 def test_optimizers_follow_torch(name, ours, theirs):
     rng = np.random.default_rng(0)
     params = rng.normal(size=(3, 7))  # 3 stacked networks: the update is elementwise
     grads = np.zeros_like(params)
     p_t = torch.tensor(params.copy(), requires_grad=True)
     opt = build_optimizer(name, params, grads, lr=0.05, **ours)
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}[name]
+    cls = {
+        "sgd": torch.optim.SGD,
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "rmsprop": torch.optim.RMSprop,
+    }[name]
     opt_t = cls([p_t], lr=0.05, foreach=False, **theirs)
     for _ in range(6):
         g = rng.normal(size=params.shape)

@@ -27,37 +27,63 @@ FAST = ["train.epochs=20", "train.eval_every=5", "train.device=cpu"]
 
 
 def _cfg(backend: str, seed: int = 0, extra=()):
-    return load_config("numpy-vs-torch", [*FAST, f"model.backend={backend}", f"train.seed={seed}", *extra])
+    return load_config(
+        "numpy-vs-torch", [*FAST, f"model.backend={backend}", f"train.seed={seed}", *extra]
+    )
 
 
 def test_numpy_backend_writes_the_torch_run_folder(tmp_path):
     numpy_summary = run_training(_cfg("numpy"), tmp_path / "np", progress="off")
     torch_summary = run_training(_cfg("torch"), tmp_path / "pt", progress="off")
     run = tmp_path / "np"
-    for name in ("config.toml", "metrics.csv", "summary.json", "curves.png", "checkpoints/last.npz", "checkpoints/best.npz"):
+    for name in (
+        "config.toml",
+        "metrics.csv",
+        "summary.json",
+        "curves.png",
+        "checkpoints/last.npz",
+        "checkpoints/best.npz",
+    ):
         assert (run / name).is_file(), name
     assert (run / "metrics.csv").read_text().splitlines()[0].split(",") == METRIC_COLUMNS
     rows = read_metrics(run / "metrics.csv")
-    assert [r["epoch"] for r in rows] == [5, 10, 15, 20] and rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert [r["epoch"] for r in rows] == [5, 10, 15, 20] and rows[-1]["train_loss"] < rows[0][
+        "train_loss"
+    ]
     assert set(torch_summary) - set(numpy_summary) == set()  # every key the torch backend writes
-    assert numpy_summary["final_test_acc"] == pytest.approx(rows[-1]["test_acc"], abs=1e-6) and numpy_summary["final_test_acc"] > 0.85
+    assert (
+        numpy_summary["final_test_acc"] == pytest.approx(rows[-1]["test_acc"], abs=1e-6)
+        and numpy_summary["final_test_acc"] > 0.85
+    )
     # the saved weights reproduce the final accuracy (np.load with allow_pickle=False)
     data = load_data(_cfg("numpy").data, 0)
     model = load_model(run / "checkpoints" / "last.npz")
     acc = (model.forward(data.x_test.numpy()).argmax(1) == data.y_test.numpy()).mean()
     assert acc == pytest.approx(numpy_summary["final_test_acc"], abs=1e-6)
-    assert int(np.load(run / "checkpoints" / "best.npz", allow_pickle=False)["epoch"]) == numpy_summary["best_epoch"]
+    assert (
+        int(np.load(run / "checkpoints" / "best.npz", allow_pickle=False)["epoch"])
+        == numpy_summary["best_epoch"]
+    )
 
 
 def test_numpy_stack_equals_lone_runs():
-    cfgs = [_cfg("numpy", s, ["schedule.name=cosine", "optim.weight_decay=1e-3"]) for s in (0, 1, 2)]
+    # seeds 0, 1 on moons and seed 2 on circles: one stack (same shapes), three different runs
+    cfgs = [
+        _cfg("numpy", s, ["schedule.name=cosine", "optim.weight_decay=1e-3", f"data.name={d}"])
+        for s, d in ((0, "moons"), (1, "moons"), (2, "circles"))
+    ]
     data = [to_arrays(load_data(c.data, c.train.seed)) for c in cfgs]
     stacked = fit_stacked(cfgs, data)
     for cfg, d, together in zip(cfgs, data, stacked, strict=True):
         alone = fit_stacked([cfg], [d])[0]
         for a, b in zip(alone.history, together.history, strict=True):
             assert a.keys() == b.keys()
-            np.testing.assert_allclose([a[k] for k in METRIC_COLUMNS[:-1]], [b[k] for k in METRIC_COLUMNS[:-1]], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                [a[k] for k in METRIC_COLUMNS[:-1]],
+                [b[k] for k in METRIC_COLUMNS[:-1]],
+                rtol=1e-5,
+                atol=1e-6,
+            )
         for k in alone.last:
             np.testing.assert_allclose(alone.last[k], together.last[k], rtol=1e-5, atol=1e-6)
 
@@ -65,37 +91,88 @@ def test_numpy_stack_equals_lone_runs():
 def test_torch_stack_equals_lone_runs(tmp_path):
     from nnlab.stacked import run_group
 
-    cfgs = [_cfg("torch", s, ["schedule.name=cosine", "optim.name=adam", "optim.lr=0.01"]) for s in (0, 1, 2)]
+    cfgs = [
+        _cfg(
+            "torch",
+            s,
+            ["schedule.name=cosine", "optim.name=adam", "optim.lr=0.01", f"data.name={d}"],
+        )
+        for s, d in ((0, "moons"), (1, "moons"), (2, "circles"))
+    ]
     group = [(f"s{c.train.seed}", c) for c in cfgs]
     summaries = dict(run_group(group, str(tmp_path / "stack"), threads=0))
     for cfg in cfgs:
         name = f"s{cfg.train.seed}"
         alone = run_training(cfg, tmp_path / "alone" / name, progress="off")
         together = summaries[name]
-        assert together["stacked"] == 3 and together["final_test_acc"] == pytest.approx(alone["final_test_acc"], abs=1e-6)
-        a_rows, b_rows = (read_metrics(tmp_path / d / name / "metrics.csv") for d in ("alone", "stack"))
+        assert together["stacked"] == 3 and together["final_test_acc"] == pytest.approx(
+            alone["final_test_acc"], abs=1e-6
+        )
+        a_rows, b_rows = (
+            read_metrics(tmp_path / d / name / "metrics.csv") for d in ("alone", "stack")
+        )
         for a, b in zip(a_rows, b_rows, strict=True):
-            np.testing.assert_allclose([a[k] for k in METRIC_COLUMNS[:-1]], [b[k] for k in METRIC_COLUMNS[:-1]], rtol=1e-4, atol=1e-5)
-        a_ckpt, b_ckpt = (load_checkpoint(tmp_path / d / name / "checkpoints" / "last.pt") for d in ("alone", "stack"))
+            np.testing.assert_allclose(
+                [a[k] for k in METRIC_COLUMNS[:-1]],
+                [b[k] for k in METRIC_COLUMNS[:-1]],
+                rtol=1e-4,
+                atol=1e-5,
+            )
+        a_ckpt, b_ckpt = (
+            load_checkpoint(tmp_path / d / name / "checkpoints" / "last.pt")
+            for d in ("alone", "stack")
+        )
         for k, v in a_ckpt["model"].items():
             torch.testing.assert_close(b_ckpt["model"][k], v, rtol=1e-4, atol=1e-5)
         assert a_ckpt["optimizer"]["state"].keys() == b_ckpt["optimizer"]["state"].keys()
 
 
 def test_numpy_vs_torch_sweep(cli, tmp_path):
-    proc = cli("sweep", "numpy-vs-torch", "--seeds", "2", "--grid", "data.name=moons,blobs", "--set", "train.epochs=20", "--out", "sw")
+    proc = cli(
+        "sweep",
+        "numpy-vs-torch",
+        "--seeds",
+        "2",
+        "--grid",
+        "data.name=moons,blobs",
+        "--set",
+        "train.epochs=20",
+        "--out",
+        "sw",
+    )
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "sw"
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 8 and {"data.name", "model.backend", "seed", "final_test_acc", "train_seconds"} <= set(rows[0])
-    assert {(r["data.name"], r["model.backend"]) for r in rows} == {(d, b) for d in ("moons", "blobs") for b in ("numpy", "torch")}
+    assert len(rows) == 8 and {
+        "data.name",
+        "model.backend",
+        "seed",
+        "final_test_acc",
+        "train_seconds",
+    } <= set(rows[0])
+    assert {(r["data.name"], r["model.backend"]) for r in rows} == {
+        (d, b) for d in ("moons", "blobs") for b in ("numpy", "torch")
+    }
     for r in rows:
-        assert json.loads((out / r["run"] / "summary.json").read_text())["stacked"] == 2  # seeds trained together
+        assert (
+            json.loads((out / r["run"] / "summary.json").read_text())["stacked"] == 2
+        )  # seeds trained together
     table = (out / "summary.md").read_text()
     assert "| moons | numpy |" in table and "+-" in table
     assert (out / "boundaries-moons.png").is_file() and (out / "boundaries-blobs.png").is_file()
-    again = cli("sweep", "numpy-vs-torch", "--seeds", "2", "--grid", "data.name=moons,blobs", "--set", "train.epochs=20", "--out", "sw")
+    again = cli(
+        "sweep",
+        "numpy-vs-torch",
+        "--seeds",
+        "2",
+        "--grid",
+        "data.name=moons,blobs",
+        "--set",
+        "train.epochs=20",
+        "--out",
+        "sw",
+    )
     assert again.returncode == 0 and "8 of 8 runs already finished" in again.stderr
 
 
@@ -115,12 +192,34 @@ def test_nan_features_are_a_one_line_error(cli, tmp_path, monkeypatch):
     assert not (tmp_path / "bad").exists()  # nothing half-written
 
 
-@pytest.mark.parametrize("setting, needle", [("model.activation=gelu", "model.activation"), ("schedule.name=onecycle", "schedule.name")])
+@pytest.mark.parametrize(
+    "setting, needle",
+    [("model.activation=gelu", "model.activation"), ("schedule.name=onecycle", "schedule.name")],
+)
 def test_unsupported_numpy_settings_are_one_line_errors(cli, setting, needle):
-    assert_one_line_error(cli("train", "moons", "--set", "model.backend=numpy", "--set", setting), needle, "numpy")
+    assert_one_line_error(
+        cli("train", "moons", "--set", "model.backend=numpy", "--set", setting), needle, "numpy"
+    )
 
 
 def test_numpy_divergence_is_recorded_like_torch(cli, tmp_path):
-    proc = cli("train", "numpy-vs-torch", "--set", "model.backend=numpy", "--set", "optim.lr=1e30", "--set", "model.activation=relu", "--set", "train.epochs=10", "--out", "div")
-    assert proc.returncode == 1 and "loss became" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = cli(
+        "train",
+        "numpy-vs-torch",
+        "--set",
+        "model.backend=numpy",
+        "--set",
+        "optim.lr=1e30",
+        "--set",
+        "model.activation=relu",
+        "--set",
+        "train.epochs=10",
+        "--out",
+        "div",
+    )
+    assert (
+        proc.returncode == 1
+        and "loss became" in proc.stderr
+        and len(proc.stderr.strip().splitlines()) == 1
+    )
     assert json.loads((tmp_path / "div" / "summary.json").read_text())["status"] == "diverged"

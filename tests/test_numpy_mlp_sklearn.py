@@ -33,7 +33,9 @@ def test_defaults_reach_097_on_moons():
     """The target: mean test accuracy >= 0.970 on make_moons (1000 pts, noise 0.2, 80/20), seeds 0-9."""
     accs = []
     for seed in range(10):
-        x_tr, x_te, y_tr, y_te = make_toy(DataConfig(name="moons", n_samples=1000, noise=0.2, test_fraction=0.2), seed)
+        x_tr, x_te, y_tr, y_te = make_toy(
+            DataConfig(name="moons", n_samples=1000, noise=0.2, test_fraction=0.2), seed
+        )
         accs.append(NumpyMLPClassifier(random_state=seed).fit(x_tr, y_tr).score(x_te, y_te))
     assert np.mean(accs) >= 0.970, accs
 
@@ -46,7 +48,10 @@ def test_any_label_values_and_a_pipeline():
     assert set(clf.predict(x)) <= set(labels) and clf.score(x, labels) > 0.9
     proba = clf.predict_proba(x)
     np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-12)
-    assert cross_val_score(NumpyMLPClassifier(max_epochs=10, random_state=0), x, labels, cv=3).mean() > 0.8
+    assert (
+        cross_val_score(NumpyMLPClassifier(max_epochs=10, random_state=0), x, labels, cv=3).mean()
+        > 0.8
+    )
 
 
 def test_random_state_reproduces_and_pickle_round_trips():
@@ -59,11 +64,15 @@ def test_random_state_reproduces_and_pickle_round_trips():
     assert c.set_params(max_epochs=1).get_params()["max_epochs"] == 1
 
 
-@pytest.mark.parametrize("batch_size", [1, 16, None], ids=["per-sample", "mini-batch", "full-batch"])
+@pytest.mark.parametrize(
+    "batch_size", [1, 16, None], ids=["per-sample", "mini-batch", "full-batch"]
+)
 def test_every_form_of_gradient_descent_learns(batch_size):
     x, x_te, y, y_te = make_toy(DataConfig(name="blobs", n_samples=200), 0)
     epochs = {1: 5, 16: 20, None: 200}[batch_size]
-    clf = NumpyMLPClassifier(solver="sgd", learning_rate=0.05, batch_size=batch_size, max_epochs=epochs, random_state=0)
+    clf = NumpyMLPClassifier(
+        solver="sgd", learning_rate=0.05, batch_size=batch_size, max_epochs=epochs, random_state=0
+    )
     assert clf.fit(x, y).score(x_te, y_te) > 0.9
     assert clf.loss_curve_[-1] < 0.5 * np.log(3)  # well below chance level (uniform over 3 classes)
 
@@ -85,7 +94,10 @@ def test_bad_input_raises_like_sklearn(x, y, match):
         NumpyMLPClassifier(max_epochs=1).fit(x, np.asarray(y))
 
 
-@pytest.mark.parametrize("param", [{"activation": "gelu"}, {"solver": "lbfgs"}, {"hidden_layer_sizes": (0,)}, {"batch_size": 0}])
+@pytest.mark.parametrize(
+    "param",
+    [{"activation": "gelu"}, {"solver": "lbfgs"}, {"hidden_layer_sizes": (0,)}, {"batch_size": 0}],
+)
 def test_bad_params_raise_value_error(param):
     with pytest.raises(ValueError):
         NumpyMLPClassifier(max_epochs=1, **param).fit(np.eye(4), [0, 1, 0, 1])

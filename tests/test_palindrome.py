@@ -71,7 +71,7 @@ def test_cap_is_announced_once(capsys):
 
 
 def test_stream_draws_fresh_reproducible_batches():
-    b = _data("data.variant=stream", "data.length=12", "data.n_samples=1000")
+    b = _data("data.variant=stream", "data.length=12", "data.n_samples=1000", "data.epoch_size=0")
     assert len(b.y_test) == 200 and b.train_loader is not None
     loader = b.train_loader(64, 0, torch.device("cpu"))
     assert len(loader) == 13  # ceil(800 / 64) batches an epoch
@@ -85,8 +85,29 @@ def test_stream_draws_fresh_reproducible_batches():
     assert torch.equal(e1, e1_again) and not torch.equal(e1, e2)
     full = _full(e1, y1)
     assert np.array_equal(full, full[:, ::-1])
-    again = _data("data.variant=stream", "data.length=12", "data.n_samples=1000")
+    again = _data(
+        "data.variant=stream", "data.length=12", "data.n_samples=1000", "data.epoch_size=0"
+    )
     assert torch.equal(b.x_test, again.x_test)  # the test set is fixed by the seed
+
+
+def test_epoch_size_repeats_a_small_finite_set():
+    b = _data("data.length=3", "data.epoch_size=1000")  # 80 training palindromes
+    loader = b.train_loader(128, 0, torch.device("cpu"))
+    loader.set_epoch(1)
+    xs, ys = zip(*loader, strict=True)
+    assert len(loader) == len(xs) == 8 and sum(len(y) for y in ys) == 1000
+    first_pass = torch.cat(xs)[:80, :, 0]
+    assert len(torch.unique(first_pass, dim=0)) == 80  # every example once before any twice
+    assert (
+        len(
+            _data("data.length=20", "data.n_samples=200", "data.epoch_size=100").train_loader(
+                32, 0, "cpu"
+            )
+        )
+        == 4
+    )
+    assert _data("data.length=20", "data.n_samples=200", "data.epoch_size=0").train_loader is None
 
 
 def test_stream_trains_through_fit():
@@ -96,6 +117,7 @@ def test_stream_trains_through_fit():
             "data.variant=stream",
             "data.length=4",
             "data.n_samples=2000",
+            "data.epoch_size=0",
             "model.name=gru",
             "train.epochs=2",
             "train.target_acc=0",

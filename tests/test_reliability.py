@@ -95,7 +95,8 @@ def test_unwritable_out(tmp_path, cli):
 
 
 def test_nan_loss_stops_with_one_line_and_records_it(tmp_path, cli):
-    args = ["--set", "optim.name=sgd", "--set", "optim.lr=1e12", "--set", "train.epochs=20", "--set", "train.eval_every=2"]
+    args = ["--set", "optim.name=sgd", "--set", "optim.lr=1e12", "--set", "model.activation=relu"]
+    args += ["--set", "train.epochs=20", "--set", "train.eval_every=2"]
     proc = cli("train", "moons", *args, "--out", "r", "--progress", "off")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()

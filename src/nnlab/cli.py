@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from nnlab import __version__
@@ -39,13 +38,9 @@ def _config_from_args(args, extra: dict | None = None):
 
 
 def _default_out(name: str, kind: str = "") -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{name}{kind}-{stamp}"
-    out, i = base, 1
-    while out.exists():
-        i += 1
-        out = base.with_name(f"{base.name}-{i}")
-    return out
+    from nnlab.api import default_out
+
+    return default_out(name, kind)  # runs/<name><kind>-<time>, as the Python API names them
 
 
 # --------------------------------------------------------------------------- commands
@@ -90,8 +85,6 @@ def cmd_resume(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from nnlab.runs import prepare_out_dir
-
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     if args.resume:
@@ -105,31 +98,23 @@ def cmd_train(args) -> int:
     if not args.config:
         raise UsageError("train needs a PRESET or FILE.toml (or --resume RUN)")
     cfg = _config_from_args(args)
-    # Fail on an unusable device (or, under torchrun, an impossible launch) before anything is written.
-    from nnlab import distributed
-    from nnlab.train import select_device
+    from nnlab import api
 
-    distributed.check_launch(cfg, seeds=args.seeds)
-    select_device(cfg.train.device)
-    if args.seeds is None:
-        out = prepare_out_dir(Path(args.out) if args.out else _default_out(cfg.name))
-        from nnlab.train import run_training
-
-        _print_run(run_training(cfg, out, progress=_progress(args)), out)
+    # api.train rejects an unusable device, an impossible torchrun launch or a missing
+    # tensorboard before anything is written; the CLI only prints what it returns.
+    result = api.train(cfg, seeds=args.seeds, out=args.out, jobs=args.jobs, progress=_progress(args))
+    if isinstance(result, api.Run):
+        _print_run(result.summary, result.path)
         return 0
-    from nnlab.sweep import format_summary, run_sweep, summarize
-
-    out = Path(args.out) if args.out else _default_out(cfg.name, "-seeds")
-    seeds = list(range(cfg.train.seed, cfg.train.seed + args.seeds))
-    rows = run_sweep(cfg, {}, seeds, out, jobs=args.jobs)
-    print(f"{cfg.name}, seeds {seeds[0]}..{seeds[-1]}:")
-    print(format_summary(summarize(rows, []), []))
-    print(f"sweep folder: {out} (results.csv)")
+    print(f"{cfg.name}, seeds {cfg.train.seed}..{cfg.train.seed + args.seeds - 1}:")
+    print(result.format_summary())
+    print(f"sweep folder: {result.path} (results.csv)")
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from nnlab.sweep import format_summary, parse_grid_arg, run_sweep, summarize
+    from nnlab import api
+    from nnlab.sweep import parse_grid_arg
 
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
@@ -138,15 +123,42 @@ def cmd_sweep(args) -> int:
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     cfg = _config_from_args(args)
-    grid = dict(cfg.sweep)
-    for item in args.grid or []:
-        key, values = parse_grid_arg(item, cfg)
-        grid[key] = values
-    out = Path(args.out) if args.out else Path("runs") / f"sweep-{cfg.name}"
-    seeds = list(range(cfg.train.seed, cfg.train.seed + args.seeds))
-    rows = run_sweep(cfg, grid, seeds, out, jobs=args.jobs)
-    print(format_summary(summarize(rows, list(grid)), list(grid)))
-    print(f"sweep folder: {out} (results.csv)")
+    grid = dict(parse_grid_arg(item, cfg) for item in args.grid or [])
+    # The preset's own [sweep] table is the base grid; --grid adds keys or replaces their values.
+    result = api.sweep(cfg, grid, seeds=args.seeds, out=args.out, jobs=args.jobs)
+    print(result.format_summary())
+    print(f"sweep folder: {result.path} (results.csv)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """``nnlab report DIR... [--out DIR]``: report.md and report.html from run and sweep folders."""
+    from nnlab.report import format_table, print_notices, write_report
+
+    out = Path(args.out) if args.out else _default_out("report")
+    result = write_report([Path(d) for d in args.dirs], out, note=args.note or "")
+    print_notices(result["notices"])  # half-finished runs, skipped: one line each
+    _, head, rows = result["summary"]
+    print(format_table(head, rows))
+    print(f"report: {result['html']} (and {result['markdown'].name})")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    """``nnlab reproduce [--quick|--full] [--cifar10 PATH] [--out DIR]``: run everything, then report."""
+    from nnlab.report import format_table, print_notices
+    from nnlab.reproduce import run_reproduce
+
+    if args.jobs < 0:
+        raise UsageError(f"--jobs must be >= 0 (0: one per core), got {args.jobs}")
+    out = Path(args.out) if args.out else Path("runs") / f"reproduce-{args.scale}"
+    result = run_reproduce(args.scale, out, cifar10=args.cifar10, jobs=args.jobs)
+    print_notices(result["notices"])
+    _, head, rows = result["summary"]
+    print(format_table(head, rows))
+    times = ", ".join(f"{t['step']} {t['wall_s']:.0f} s" for t in result["timings"])
+    print(f"wall time: {result['wall_s']:.0f} s ({times})")
+    print(f"report: {result['html'].resolve()}")
     return 0
 
 
@@ -238,6 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--md5", default="c58f30108f718f92721af3b95e74349a", help="expected md5 of the archive at --url")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="download progress bar")
     s.set_defaults(func=cmd_data)
+
+    s = sub.add_parser("report", help="write report.md and a self-contained report.html from run and sweep folders")
+    s.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, sweep folders, or folders holding them")
+    s.add_argument("--out", metavar="DIR", help="output folder (default runs/report-<time>)")
+    s.add_argument("--note", help="a paragraph to put under the title (e.g. the scale the runs used)")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("reproduce", help="run every experiment of the course report and ours, then write the report")
+    scale = s.add_mutually_exclusive_group()
+    scale.add_argument("--quick", dest="scale", action="store_const", const="quick", help="<= 10 minutes on 2 CPU cores (default)")
+    scale.add_argument("--full", dest="scale", action="store_const", const="full", help="every experiment at full size (GPU advised)")
+    scale.add_argument("--smoke", dest="scale", action="store_const", const="smoke", help=argparse.SUPPRESS)  # tests
+    s.set_defaults(scale="quick")
+    s.add_argument("--cifar10", metavar="PATH", help="CIFAR-10 to import first: the official archive/folder, or an ImageFolder tree/.tar.gz")
+    s.add_argument("--out", metavar="DIR", help="output folder (default runs/reproduce-<scale>; a rerun resumes it)")
+    s.add_argument("--jobs", type=int, default=0, help="worker processes per sweep (default 0: one per core, at most 2)")
+    s.set_defaults(func=cmd_reproduce)
     return p
 
 

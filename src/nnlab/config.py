@@ -43,6 +43,7 @@ class DataConfig:
     length: int = 5  # palindrome: number of input digits T
     one_hot: bool = False  # palindrome: 10-way one-hot digits instead of one scalar
     variant: str = "finite"  # palindrome: finite | stream
+    epoch_size: int = 0  # palindrome: training examples per epoch, a small set repeated (0 = one pass)
     dir: str = ""  # data folder (cifar10 cache, imagefolder root); "" = default
     image_size: int = 32  # imagefolder: images are resized to image_size x image_size
     augment: list[str] = field(default_factory=list)  # e.g. crop, flip, cutout
@@ -84,8 +85,9 @@ class ScheduleConfig:
     name: str = "none"  # none | step | cosine | onecycle
     step_size: int = 100  # step: epochs between decays
     gamma: float = 0.1  # step: decay factor
-    pct_start: float = 0.25  # onecycle: share of steps spent warming up
-    min_lr: float = 0.0  # cosine: final learning rate
+    pct_start: float = 0.25  # onecycle, triangle: share of steps spent warming up
+    min_lr: float = 0.0  # cosine, triangle: final learning rate
+    start_factor: float = 0.2  # triangle: learning rate at step 0, as a share of optim.lr
 
 
 @dataclass
@@ -108,6 +110,24 @@ class TrainConfig:
     # off on CPU and MPS by default, where they rarely help. on | off force them.
     amp: str = "auto"
     channels_last: str = "auto"
+    # Also write TensorBoard event files (scalars per evaluation, the config, the model
+    # graph) into the run folder; needs the optional `tensorboard` extra (nnlab/tensorboard_log.py).
+    tensorboard: bool = False
+    # Speed (docs/performance.md). torch.compile the training forward/backward; the one-off
+    # compile (a warm-up step) is timed apart and recorded as compile_seconds in summary.json.
+    compile: bool = False
+    # torch.compile mode: default | reduce-overhead (CUDA graphs: replays each step's kernels
+    # with one launch; for small-batch recipes like seed-cnn; CUDA only) | max-autotune.
+    compile_mode: str = "default"
+    # Test-time augmentation for image data, at every evaluation (nnlab/tta.py):
+    # 0 off; 1 average the logits of each image and its mirror; 2 also of 1-px translations.
+    tta: int = 0
+    # Average of the weights (nnlab/ema.py): an exponential moving average with this decay
+    # per update (0 = off), updated every ema_every steps; evaluations and the final model
+    # use the average. lookahead: also pull the training weights to it at each update.
+    ema: float = 0.0
+    ema_every: int = 1
+    lookahead: bool = False
 
 
 SECTIONS: dict[str, type] = {
@@ -120,7 +140,7 @@ SECTIONS: dict[str, type] = {
 TOP_LEVEL_KEYS = ("description", "extends", "sweep")
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("none", "step", "cosine", "onecycle")
+SCHEDULES = ("none", "step", "cosine", "onecycle", "triangle")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
 BACKENDS = ("torch", "numpy")
 AUGMENTS = ("crop", "translate", "flip", "cutout")  # image batch transforms, nnlab/data/augment.py
@@ -390,6 +410,7 @@ def validate(cfg: Config) -> None:
     _require(d.limit_test >= 0, "data.limit_test", "must be >= 0 (0 = all)", d.limit_test)
     _require(d.length >= 1, "data.length", "must be >= 1", d.length)
     _choice("data.variant", d.variant, ("finite", "stream"))
+    _require(d.epoch_size >= 0, "data.epoch_size", "must be >= 0 (0 = one pass over the training set)", d.epoch_size)
     _require(d.image_size >= 4, "data.image_size", "must be >= 4", d.image_size)
     for a in d.augment:
         _choice("data.augment", a, AUGMENTS)
@@ -400,6 +421,10 @@ def validate(cfg: Config) -> None:
     _choice("model.name", m.name, model_names())
     _choice("model.backend", m.backend, BACKENDS)
     _require(m.backend == "torch" or m.name == "mlp", "model.backend", "numpy is available for model.name = mlp only", m.backend)
+    if m.backend == "numpy":  # what the from-scratch NumPy MLP implements (nnlab/numpy_mlp)
+        _require(m.activation in ("relu", "sigmoid", "tanh"), "model.activation", "with model.backend=numpy must be relu, sigmoid or tanh", m.activation)
+        _require(not m.dropout and not m.batchnorm, "model.backend", "numpy has no dropout or batchnorm; set model.dropout=0, model.batchnorm=false", m.backend)
+        _require(cfg.schedule.name in ("none", "step", "cosine"), "schedule.name", "with model.backend=numpy must be none, step or cosine", cfg.schedule.name)
     _require(len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden), "model.hidden", "must list one or more positive widths like 400,400", m.hidden)
     _choice("model.activation", m.activation, ACTIVATIONS)
     _require(0 <= m.dropout < 1, "model.dropout", "must be in [0, 1)", m.dropout)
@@ -421,6 +446,7 @@ def validate(cfg: Config) -> None:
     _require(0 < s.gamma <= 1, "schedule.gamma", "must be in (0, 1]", s.gamma)
     _require(0 < s.pct_start < 1, "schedule.pct_start", "must be between 0 and 1 (exclusive)", s.pct_start)
     _require(0 <= s.min_lr < o.lr, "schedule.min_lr", f"must be >= 0 and below optim.lr ({o.lr})", s.min_lr)
+    _require(0 < s.start_factor <= 1, "schedule.start_factor", "must be in (0, 1]", s.start_factor)
 
     _require(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
     _require(t.batch_size >= 1, "train.batch_size", "must be >= 1", t.batch_size)
@@ -432,6 +458,12 @@ def validate(cfg: Config) -> None:
     _require(t.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)", t.threads)
     _choice("train.amp", t.amp, ("auto", "on", "off"))
     _choice("train.channels_last", t.channels_last, ("auto", "on", "off"))
+    _choice("train.compile_mode", t.compile_mode, ("default", "reduce-overhead", "max-autotune"))
+    _require(t.compile or t.compile_mode == "default", "train.compile_mode", "needs train.compile = true", t.compile_mode)
+    _require(t.tta in (0, 1, 2), "train.tta", "must be 0 (off), 1 (mirror) or 2 (mirror + translate)", t.tta)
+    _require(0 <= t.ema < 1, "train.ema", "must be in [0, 1) (0 = off), e.g. 0.99", t.ema)
+    _require(t.ema_every >= 1, "train.ema_every", "must be >= 1", t.ema_every)
+    _require(not t.lookahead or t.ema > 0, "train.lookahead", "needs train.ema > 0 (the average it pulls towards)", t.lookahead)
     dev = t.device
     _require(
         dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),

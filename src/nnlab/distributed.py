@@ -11,7 +11,7 @@ What happens under torchrun (WORLD_SIZE > 1), in the order ``run_training`` does
 
 1. ``check_launch``: bad launches fail before anything starts - a world size
    that does not divide ``train.batch_size`` (the *global* batch), more
-   processes on a node than it has GPUs, ``--seeds``.
+   processes on a node than it has GPUs, ``--seeds``, the NumPy backend.
 2. ``setup``: the process group (nccl on CUDA, one GPU per process at
    ``cuda:LOCAL_RANK``; gloo on the CPU), then every rank's resolved config is
    gathered and compared, so mismatched configs stop the job at once.
@@ -19,7 +19,8 @@ What happens under torchrun (WORLD_SIZE > 1), in the order ``run_training`` does
    over ranks during ``backward``. Each rank trains on its share of every global
    batch (``TensorLoader(rank=, world_size=)``) and evaluates its share of the
    test set (``shard``); ``average`` all-reduces the metrics.
-4. Only rank 0 (``is_main``) writes the run folder, checkpoints and output.
+4. Only rank 0 (``is_main``) writes the run folder, checkpoints and output;
+   on resume every rank loads the same ``last.pt``.
 5. ``finish`` (or, on an error, the ``atexit`` hook) destroys the process group.
 
 A rank that dies closes its connections: gloo peers blocked in a collective
@@ -126,13 +127,15 @@ def check_launch(cfg: Config, *, seeds: int | None = None) -> None:
             "--seeds: not available under torchrun; launch one torchrun job per seed with --seed N"
         )
     if t.batch_size % world:
-        lower, higher = (
-            t.batch_size - t.batch_size % world,
-            t.batch_size - t.batch_size % world + world,
-        )
+        lower = t.batch_size - t.batch_size % world
+        higher = lower + world
         raise ConfigError(
             f"train.batch_size: {t.batch_size} is the global batch (all ranks together) and must be divisible by "
             f"the world size {world}; use e.g. {lower or higher} or {higher}"
+        )
+    if cfg.model.backend != "torch":
+        raise ConfigError(
+            f"model.backend: {cfg.model.backend} trains in one process; torchrun needs model.backend=torch"
         )
     device = t.device
     if device.startswith("cuda:"):
@@ -163,19 +166,15 @@ def setup(cfg: Config, device: torch.device) -> torch.device:
         device = torch.device("cuda", local_rank())  # one GPU per process
         torch.cuda.set_device(device)
         backend = "nccl"
-    else:
-        device, backend = (
-            torch.device("cpu"),
-            "gloo",
-        )  # auto on a Mac would pick mps: torchrun uses the CPU
+    else:  # the CPU (also where auto would pick Apple's mps, which processes cannot share)
+        device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
         timeout = timedelta(seconds=_env_int("NNLAB_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
         dist.init_process_group(
             backend, timeout=timeout, device_id=device if backend == "nccl" else None
         )
-        atexit.register(
-            shutdown
-        )  # error paths too: no "process group was not destroyed" warnings, no stuck peers
+        # On error paths too: no "process group was not destroyed" warnings, no stuck peers.
+        atexit.register(shutdown)
     _check_same_config(cfg)
     return device
 

@@ -11,9 +11,15 @@ from pathlib import Path
 
 
 def _pyplot():
+    import os
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    # Files only (Agg) by default, but keep a backend someone chose: a Jupyter kernel sets
+    # MPLBACKEND to its inline backend, and forcing Agg there would stop figures showing.
+    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -34,6 +40,11 @@ def save_figure(fig, path: Path, dpi: int = 100) -> Path:
 
 def plot_curves(history: Sequence[dict[str, float]], path: Path, title: str = "") -> Path:
     """Loss and accuracy, train and test, against epoch: two panels side by side."""
+    return save_figure(curves_figure(history, title), path)
+
+
+def curves_figure(history: Sequence[dict[str, float]], title: str = ""):
+    """The figure ``plot_curves`` saves, left open (``nnlab.Run.plot_curves`` shows it in a notebook)."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
@@ -47,7 +58,7 @@ def plot_curves(history: Sequence[dict[str, float]], path: Path, title: str = ""
         ax.legend()
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_decision_boundaries(panels: Sequence[dict], path: Path, title: str = "") -> Path:
@@ -131,19 +142,26 @@ def _run_predictor(cfg, folder: Path):
 
 
 def plot_metric_vs_param(
-    rows: Sequence[dict], param: str, path: Path, series: Sequence[str] = (), metric: str = "final_test_acc", title: str = ""
+    rows: Sequence[dict],
+    param: str,
+    path: Path,
+    series: Sequence[str] = (),
+    metric: str = "final_test_acc",
+    title: str = "",
+    references: Sequence[tuple[float, float, str]] = (),
 ) -> Path:
     """Mean ``metric`` over seeds against a numeric swept ``param``, one line per ``series`` setting,
     with a shaded min-max band over seeds (results.csv rows; runs without the metric are skipped).
 
     E.g. mean final test accuracy against palindrome length, one line per model.
+    ``references`` are ``(x, y, label)`` points drawn as black stars (a published number to compare with).
     """
     plt = _pyplot()
     groups: dict[str, dict[float, list[float]]] = {}
     for r in rows:
         if r.get(metric) in (None, ""):
             continue
-        label = ", ".join(f"{k.split('.')[-1]}={r[k]}" for k in series) or metric
+        label = ", ".join(f"{k}={r[k]}" for k in series) or metric
         groups.setdefault(label, {}).setdefault(float(r[param]), []).append(float(r[metric]))
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     for label, by_x in groups.items():
@@ -152,6 +170,8 @@ def plot_metric_vs_param(
         n = sorted({len(by_x[x]) for x in xs})
         (line,) = ax.plot(xs, mean, "o-", label=f"{label} (n={'/'.join(map(str, n))} seeds)")
         ax.fill_between(xs, [min(by_x[x]) for x in xs], [max(by_x[x]) for x in xs], color=line.get_color(), alpha=0.2)
+    for x, y, label in references:
+        ax.plot([x], [y], "k*", markersize=12, label=label)
     ax.set(xlabel=param, ylabel=f"{metric} (mean; band: min-max over seeds)", title=title or f"{metric} against {param}")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -170,3 +190,49 @@ def plot_sweep_metric(out: Path, rows: Sequence[dict], keys: Sequence[str]) -> l
         name = f"accuracy_vs_{key.split('.')[-1]}.png"
         paths.append(plot_metric_vs_param(rows, key, Path(out) / name, series=others))
     return paths
+
+
+def plot_curves_mean_std(
+    groups: dict[str, Sequence[Sequence[dict[str, float]]]],
+    path: Path,
+    title: str = "",
+    references: Sequence[tuple[float, str]] = (),
+) -> Path:
+    """Test accuracy and training loss against epoch, mean +- std over seeds, one line per group.
+
+    ``groups`` maps a label (e.g. ``"backend=numpy"``) to the metrics rows of each
+    of its seeds' runs (``metrics.csv`` as ``read_metrics`` returns it). Seeds are
+    aligned by epoch; a run that stopped early (``train.target_acc``) simply leaves
+    the later epochs' statistics, so n can shrink along the curve (the legend
+    gives the largest n). ``references`` are ``(accuracy, label)`` horizontal
+    lines, e.g. the course report's final accuracy.
+    """
+    import itertools
+
+    import numpy as np
+
+    plt = _pyplot()
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for label, runs in groups.items():
+        by_epoch: dict[float, list[tuple[float, float]]] = {}
+        for history in runs:
+            for row in history:
+                by_epoch.setdefault(row["epoch"], []).append((row["test_acc"], row["train_loss"]))
+        epochs = sorted(by_epoch)
+        vals = [np.array(by_epoch[e], dtype=float) for e in epochs]  # each (n_e, 2): acc, loss
+        mean = np.array([v.mean(axis=0) for v in vals])
+        std = np.array([v.std(axis=0, ddof=1) if len(v) > 1 else np.zeros(2) for v in vals])
+        for ax, col in ((ax_acc, 0), (ax_loss, 1)):
+            (line,) = ax.plot(epochs, mean[:, col], label=f"{label} (n={len(runs)})")
+            ax.fill_between(epochs, mean[:, col] - std[:, col], mean[:, col] + std[:, col], color=line.get_color(), alpha=0.2)
+    for (value, label), style in zip(references, itertools.cycle(["--", ":", "-."])):
+        ax_acc.axhline(value, color="k", linestyle=style, linewidth=1, label=label)
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (mean +- std over seeds)", title="test accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="training loss (mean +- std over seeds)", title="training loss")
+    ax_loss.set_yscale("log")  # the loss falls over orders of magnitude; a log axis keeps the tail visible
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -16,6 +16,7 @@ import itertools
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 import typing
@@ -83,12 +84,10 @@ def plan(cfg: Config, grid: dict[str, list[Any]], seeds: Sequence[int]) -> list[
 
 def _run_one(name: str, cfg: Config, out: str, threads: int) -> dict[str, Any]:
     """Worker body: train one run (in this process or a worker process)."""
-    import torch
-
-    from nnlab.train import TrainingDiverged, resume_training, run_training
+    from nnlab.train import TrainingDiverged, limit_cpu_threads, resume_training, run_training
 
     if threads:
-        torch.set_num_threads(threads)
+        limit_cpu_threads(threads)
     folder = Path(out) / name
     try:
         if (folder / "checkpoints" / "last.pt").exists():  # interrupted: go on from its last checkpoint
@@ -98,6 +97,19 @@ def _run_one(name: str, cfg: Config, out: str, threads: int) -> dict[str, Any]:
         return run_training(cfg, folder, progress="off")
     except TrainingDiverged:
         return read_json(folder / "summary.json")  # recorded as diverged; the sweep goes on
+
+
+def _init_worker(threads: int) -> None:
+    """Runs first in each worker process, before numpy or torch is imported there.
+
+    BLAS libraries (the NumPy backend's matmuls) size their thread pools from these
+    variables when they load, so each worker uses its share of the cores, not all of them.
+    Ctrl-C reaches every process of the terminal's group: workers ignore it, and the
+    parent stops them (``run_sweep``), so an interrupted worker never picks up the next run.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
 
 
 def run_sweep(
@@ -147,15 +159,20 @@ def run_sweep(
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         # spawn: a clean interpreter per worker (fork and torch's thread pools do not mix).
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        pool_args = {"mp_context": mp.get_context("spawn"), "initializer": _init_worker, "initargs": (threads,)}
+        with ProcessPoolExecutor(max_workers=jobs, **pool_args) as pool:
             futures = [pool.submit(run_group, group, str(out), threads) for group in groups]
             try:
                 for fut in as_completed(futures):
                     for name, summary in fut.result():
                         report(name, summary)
-            except BaseException:
+            except BaseException:  # Ctrl-C (or a failed run): stop now, not after the queued runs
                 for f in futures:
                     f.cancel()
+                # The executor has no public way to stop running calls. Killing a worker is safe:
+                # every file is written atomically and resume drops metrics rows past last.pt.
+                for proc in list(pool._processes.values()):
+                    proc.terminate()
                 raise
     rows = write_results(out, planned, keys)
     write_summary_table(out, rows, keys)

@@ -26,6 +26,7 @@ from nnlab.data.loader import TensorLoader
 from nnlab.errors import ConfigError, NnlabError
 from nnlab.models import build_model
 from nnlab.runs import RunDir, command_line, git_commit, load_checkpoint, save_checkpoint, versions
+from nnlab.tensorboard_log import TensorBoardLog, check_available
 
 EVAL_BATCH = 2048  # evaluation has no gradients, so it can use larger batches
 
@@ -81,11 +82,27 @@ def set_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+# This process's CPU thread budget, read before any run lowers the count: a tiny model sets
+# one thread, and a larger model trained later in the same process (`nnlab reproduce`, a
+# sweep) must get the whole budget back. A sweep worker's budget is its share of the cores.
+_THREAD_BUDGET = torch.get_num_threads()
+
+
+def limit_cpu_threads(threads: int) -> None:
+    """Cap this process at ``threads`` CPU threads (a sweep worker's share: no oversubscription)."""
+    global _THREAD_BUDGET
+    _THREAD_BUDGET = max(1, threads)
+    torch.set_num_threads(_THREAD_BUDGET)
+
+
 def set_cpu_threads(threads: int, n_params: int) -> None:
-    """Tiny models run fastest on one thread: their matmuls are too small to split."""
+    """Tiny models run fastest on one thread: their matmuls are too small to split.
+
+    Never more than the process's budget (``limit_cpu_threads``), even if ``train.threads`` asks.
+    """
     if threads == 0:
-        threads = 1 if n_params < 200_000 else torch.get_num_threads()
-    torch.set_num_threads(threads)
+        threads = 1 if n_params < 200_000 else _THREAD_BUDGET
+    torch.set_num_threads(min(threads, _THREAD_BUDGET))
 
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -126,6 +143,16 @@ def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch
     if cfg.name == "onecycle":
         max_lr = [g["lr"] for g in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start), True
+    if cfg.name == "triangle":  # linear up from start_factor * lr to lr at pct_start, then linear down to min_lr
+        peak, lr = max(1, round(cfg.pct_start * total)), optimizer.param_groups[0]["lr"]
+        ends = (cfg.start_factor, cfg.min_lr / lr)  # as shares of optim.lr
+
+        def factor(i: int) -> float:
+            if i < peak:
+                return ends[0] + (1 - ends[0]) * i / peak
+            return 1 + (ends[1] - 1) * min(1.0, (i - peak) / max(1, total - peak))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True
     raise ConfigError(f"schedule.name: unknown schedule {cfg.name!r}")
 
 
@@ -142,12 +169,14 @@ def train_one_epoch(
     label_smoothing: float = 0.0,
     track: bool = True,
     amp: bool = False,
+    ema=None,
 ) -> dict[str, float]:
     """One pass over ``loader``; with ``track``, returns the epoch's mean train loss and accuracy.
 
     Metrics accumulate on the device and are read once at the end: a ``.item()``
     per step would wait for the device at every step. ``amp`` runs the forward
     pass under bf16 autocast (no loss scaling needed: bf16 has float32's range).
+    ``ema`` (a ``nnlab.ema.WeightAverage``) is updated after every optimizer step.
     """
     model.train()
     loss_sum = correct = None
@@ -163,6 +192,8 @@ def train_one_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update()
         if track:
             with torch.no_grad():
                 batch_loss = loss.detach() * len(y)
@@ -176,13 +207,18 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def infer(model: nn.Module, loader, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels for every example of ``loader``, in order (model in eval mode)."""
+def infer(model: nn.Module, loader, amp: bool = False, tta: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels for every example of ``loader``, in order (model in eval mode).
+
+    ``tta`` > 0 averages each image's logits over mirrored/shifted views (``nnlab.tta``).
+    """
+    from nnlab.tta import tta_logits
+
     model.eval()
     logits, labels = [], []
     for x, y in loader:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits.append(model(x).float())
+            logits.append(tta_logits(model, x, tta).float())
         labels.append(y)
     return torch.cat(logits), torch.cat(labels)
 
@@ -191,12 +227,13 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``logits`` against ``labels``."""
     return {
         "loss": F.cross_entropy(logits, labels).item(),
-        "acc": (logits.argmax(1) == labels).float().mean().item(),
+        # count, then divide in Python: an exact ratio (a float32 mean prints 0.8650000095)
+        "acc": (logits.argmax(1) == labels).sum().item() / max(len(labels), 1),
     }
 
 
-def evaluate(model: nn.Module, loader, amp: bool = False) -> dict[str, float]:
-    return score(*infer(model, loader, amp))
+def evaluate(model: nn.Module, loader, amp: bool = False, tta: int = 0) -> dict[str, float]:
+    return score(*infer(model, loader, amp, tta))
 
 
 @dataclass
@@ -209,6 +246,8 @@ class FitResult:
     best_epoch: int
     stop_reason: str
     final: dict[str, float] = field(default_factory=dict)
+    compile_seconds: float | None = None  # train.compile: the one-off compile, not in train_seconds
+    eval_seconds: float = 0.0  # the part of train_seconds spent evaluating
 
 
 class Progress:
@@ -308,6 +347,7 @@ def fit(
     run: RunDir | None = None,
     progress: str | None = None,
     resume: dict[str, Any] | None = None,
+    tensorboard: TensorBoardLog | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` as ``cfg`` says; evaluate every ``eval_every`` epochs and after the last.
 
@@ -318,10 +358,16 @@ def fit(
     ``resume`` is a ``last.pt`` state plus its metrics ``history``: training goes
     on from that evaluation with the model, optimizer, scheduler, counters and
     RNG state restored, so the rows that follow equal an uninterrupted run's.
+    ``tensorboard`` (``train.tensorboard``) also receives each metrics row.
     """
+    from nnlab import speed
+
     t = cfg.train
+    speed.check_options(cfg, device, data.input_shape)
     train_loader, test_loader = make_loaders(cfg, data, device)
     amp, channels_last = speed_settings(cfg, device, data.input_shape)
+    if resume is None and hasattr(model, "init_from_data"):  # e.g. cnn-fast's patch whitening
+        model.init_from_data(_init_sample(train_loader, test_loader))
     if channels_last:  # before the optimizer is built: it keeps references to the parameters
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
@@ -341,8 +387,23 @@ def fit(
         torch.set_rng_state(resume["torch_rng"])
         if resume.get("cuda_rng") is not None and device.type == "cuda":
             torch.cuda.set_rng_state_all(resume["cuda_rng"])
+    ema = None  # train.ema: evaluate and save the average (resume["model"]); train `model`
+    if t.ema:
+        from nnlab.ema import WeightAverage
+
+        ema = WeightAverage(model, t.ema, t.ema_every, t.lookahead, total_steps=t.epochs * len(train_loader))
+        if resume is not None:
+            ema.load_state_dict(model, resume["ema"])
+    eval_model = ema.model if ema is not None else model
     # Under torchrun, train through DDP (it averages gradients over ranks); evaluate and checkpoint `model`.
     train_model = distributed.wrap(model, device)
+    compile_seconds = None
+    if t.compile:  # compiled once here, on throw-away passes, so train_seconds holds no compile time
+        train_model, compile_seconds = speed.compile_and_warm_up(
+            train_model, model, speed.warm_up_batches(train_loader),
+            mode=t.compile_mode, amp=amp, label_smoothing=t.label_smoothing,
+        )
+    eval_seconds = 0.0
     bar = Progress(t.epochs, cfg.name, progress if distributed.is_main() else "off")
     start = time.perf_counter() - elapsed_before
     epoch = start_epoch
@@ -361,6 +422,7 @@ def fit(
                 label_smoothing=t.label_smoothing,
                 track=is_eval,
                 amp=amp,
+                ema=ema,
             )
             step += len(train_loader)
             lr = optimizer.param_groups[0]["lr"]
@@ -369,7 +431,9 @@ def fit(
             if not is_eval:
                 bar.update(epoch, None)
                 continue
-            test_metrics = evaluate(model, test_loader, amp)
+            eval_start = time.perf_counter()
+            test_metrics = evaluate(eval_model, test_loader, amp, t.tta)
+            eval_seconds += time.perf_counter() - eval_start
             if distributed.is_distributed():  # each rank measured its own share: combine into whole-set means
                 train_metrics = distributed.average(train_metrics, train_loader.num_examples)
                 test_metrics = distributed.average(test_metrics, test_loader.num_examples)
@@ -403,16 +467,19 @@ def fit(
                 # checkpoint, which resume drops and recomputes (bit for bit).
                 run.append_metrics(row)
                 state = {
-                    **_checkpoint_state(cfg, model, optimizer, scheduler, epoch, step, best_acc),
+                    **_checkpoint_state(cfg, eval_model, optimizer, scheduler, epoch, step, best_acc),
                     "best_epoch": best_epoch,
                     "since_best": since_best,
                     "elapsed_s": row["elapsed_s"],
                     "stop_reason": stop,
                     "row": row,  # full precision (metrics.csv rounds to 6 digits)
+                    **({"ema": ema.state_dict(model)} if ema is not None else {}),
                 }
                 save_checkpoint(run.checkpoints / "last.pt", state)
                 if improved:
                     save_checkpoint(run.checkpoints / "best.pt", state)
+            if tensorboard is not None:  # the same row as scalars, after the files that matter are safe
+                tensorboard.log_row(row)
             bar.update(epoch, row)
             if stop:
                 stop_reason = stop
@@ -420,6 +487,8 @@ def fit(
     finally:
         bar.close()
     train_seconds = time.perf_counter() - start
+    if ema is not None:  # the run ends with the weights it evaluated: the average
+        model.load_state_dict(ema.model.state_dict())
 
     final = {"test_acc": history[-1]["test_acc"], "test_loss": history[-1]["test_loss"]}
     restore = run is not None or distributed.is_distributed()  # under torchrun only rank 0 has the folder
@@ -427,10 +496,18 @@ def fit(
         if run is not None:
             model.load_state_dict(load_checkpoint(run.checkpoints / "best.pt")["model"])
         distributed.broadcast_module(model)  # rank 0's restored weights to every rank
-        m = distributed.average(evaluate(model, test_loader, amp), test_loader.num_examples)
+        m = distributed.average(evaluate(model, test_loader, amp, t.tta), test_loader.num_examples)
         final = {"test_acc": m["acc"], "test_loss": m["loss"]}
         stop_reason += f"; restored the best checkpoint (epoch {best_epoch})"
-    return FitResult(history, epoch, step, train_seconds, best_acc, best_epoch, stop_reason, final)
+    return FitResult(
+        history, epoch, step, train_seconds, best_acc, best_epoch, stop_reason, final, compile_seconds, eval_seconds
+    )
+
+
+def _init_sample(train_loader, test_loader, n: int = 5000) -> torch.Tensor:
+    """Up to ``n`` training inputs as the model sees them, unaugmented, for a data-dependent init."""
+    x = train_loader.x[:n]
+    return test_loader.transform(x) if test_loader.transform is not None else x
 
 
 def _checkpoint_state(cfg, model, optimizer, scheduler, epoch, step, best_acc) -> dict[str, Any]:
@@ -461,6 +538,7 @@ def run_training(
     the folder is created, so a rejected run leaves nothing behind. ``resume``
     (from ``load_resume_state``) continues a run already in ``out``.
     """
+    check_available(cfg)  # train.tensorboard without the package: one line, before anything is written
     device = select_device(cfg.train.device)
     device = distributed.setup(cfg, device)  # under torchrun: join the process group, take this rank's GPU
     set_determinism(cfg.train.deterministic)
@@ -470,11 +548,20 @@ def run_training(
         from nnlab.numpy_mlp import run as numpy_run
 
         try:
-            return numpy_run.run_numpy_training(cfg, data, out, progress=Progress(cfg.train.epochs, cfg.name, progress))
+            summary = numpy_run.run_numpy_training(cfg, data, out, progress=Progress(cfg.train.epochs, cfg.name, progress))
         except numpy_run.TrainingDiverged as exc:
             raise TrainingDiverged(str(exc)) from None
+        if cfg.train.tensorboard:  # its loop is not fit's: replay the finished run's rows
+            from nnlab.runs import read_metrics
+            from nnlab.tensorboard_log import log_history
+
+            log_history(Path(out), cfg, to_toml(cfg), read_metrics(Path(out) / "metrics.csv"))
+        return summary
     seed_everything(cfg.train.seed)  # the model's initial weights depend on the seed only
     model = build_model(cfg.model, data.input_shape, data.n_classes).to(device)
+    from nnlab.speed import check_options
+
+    check_options(cfg, device, data.input_shape)  # compile / tta problems: one line, before the folder exists
     n_params = sum(p.numel() for p in model.parameters())
     if device.type == "cpu":
         set_cpu_threads(cfg.train.threads, n_params)
@@ -497,8 +584,15 @@ def run_training(
         "versions": versions(),
         "git_commit": git_commit(),
     }
+    tensorboard = None
+    if cfg.train.tensorboard and run is not None:  # event files beside metrics.csv (nnlab/tensorboard_log.py)
+        tensorboard = TensorBoardLog(run.path, purge_after_epoch=resume["epoch"] if resume else None)
+        tensorboard.log_config(cfg, to_toml(cfg))
+        if resume is None:  # the graph's shape is all that matters: zeros stand in for uint8 images
+            x = data.x_test[:1] if data.x_test.is_floating_point() else torch.zeros(1, *data.input_shape)
+            tensorboard.log_graph(model, x.to(device))
     try:
-        result = fit(cfg, model, data, device, run, progress=progress, resume=resume)
+        result = fit(cfg, model, data, device, run, progress=progress, resume=resume, tensorboard=tensorboard)
     except TrainingDiverged as exc:
         # A diverged run is a result, not a crash: record it (its last good
         # checkpoint stays as it was) so sweeps report it and do not retry it.
@@ -506,6 +600,9 @@ def run_training(
             run.write_summary({"status": "diverged", "error": str(exc), "final_test_acc": None,
                                "best_test_acc": None, "train_seconds": round(time.time() - started, 3), **provenance})
         raise
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
     summary = {
         "status": "completed",
         "final_test_acc": result.final["test_acc"],
@@ -518,6 +615,8 @@ def run_training(
         "steps": result.steps,
         "stop_reason": result.stop_reason,
         "train_seconds": round(result.train_seconds, 3),
+        "eval_seconds": round(result.eval_seconds, 3),
+        "compile_seconds": None if result.compile_seconds is None else round(result.compile_seconds, 3),
         **provenance,
     }
     from nnlab.plots import plot_curves

@@ -24,7 +24,9 @@ def _rand(n: int, high: int, g: torch.Generator | None, device: torch.device) ->
     return torch.randint(0, high, (n,), generator=g).to(device)
 
 
-def random_shift(x: torch.Tensor, padding: int, g: torch.Generator | None, *, reflect: bool = True) -> torch.Tensor:
+def random_shift(
+    x: torch.Tensor, padding: int, g: torch.Generator | None, *, reflect: bool = True
+) -> torch.Tensor:
     """Shift each image by up to ``padding`` pixels in x and y: a random crop of the padded image.
 
     ``reflect=True`` is the classic "pad 4 (reflect) and crop 32"; ``reflect=False``
@@ -41,7 +43,8 @@ def random_shift(x: torch.Tensor, padding: int, g: torch.Generator | None, *, re
         rows = torch.where(rows < 0, -rows, torch.where(rows > h - 1, 2 * (h - 1) - rows, rows))
         cols = torch.where(cols < 0, -cols, torch.where(cols > w - 1, 2 * (w - 1) - cols, cols))
     else:
-        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # (B, H, W)
+        row_ok, col_ok = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+        inside = row_ok[:, :, None] & col_ok[:, None, :]  # (B, H, W)
         rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
     batch = torch.arange(b, device=x.device)[:, None, None]
     out = x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)

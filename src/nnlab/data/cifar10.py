@@ -81,7 +81,9 @@ class SafeUnpickler(pickle.Unpickler):
             return _RECONSTRUCT
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
-        raise pickle.UnpicklingError(f"refused to load global '{module}.{name}' (not part of the CIFAR-10 format)")
+        raise pickle.UnpicklingError(
+            f"refused to load global '{module}.{name}' (not part of the CIFAR-10 format)"
+        )
 
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("refused a persistent id (not part of the CIFAR-10 format)")
@@ -91,7 +93,8 @@ def safe_load(data: bytes, where: str) -> Any:
     """Unpickle ``data`` with ``SafeUnpickler``; any failure is a one-line DataError naming ``where``."""
     try:
         return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except Exception as exc:  # UnpicklingError, EOFError, ValueError, ... from a corrupt or hostile file
+    # UnpicklingError, EOFError, ValueError, ... from a corrupt or hostile file
+    except Exception as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{where}: not a valid CIFAR-10 batch: {reason}") from None
 
@@ -103,13 +106,19 @@ def _read_members(source: Path) -> dict[str, bytes]:
     """The raw bytes of each batch file, from a .tar.gz archive or a (cifar-10-batches-py) folder."""
     wanted = [*TRAIN_FILES, TEST_FILE, META_FILE]
     if source.is_dir():
-        folder = source / "cifar-10-batches-py" if (source / "cifar-10-batches-py").is_dir() else source
+        folder = (
+            source / "cifar-10-batches-py" if (source / "cifar-10-batches-py").is_dir() else source
+        )
         missing = [n for n in wanted[:-1] if not (folder / n).is_file()]
         if missing:
-            raise DataError(f"{folder}: not a cifar-10-batches-py folder; missing {', '.join(missing)}")
+            raise DataError(
+                f"{folder}: not a cifar-10-batches-py folder; missing {', '.join(missing)}"
+            )
         return {n: (folder / n).read_bytes() for n in wanted if (folder / n).is_file()}
     if not source.is_file():
-        raise DataError(f"{source}: no such file or folder; pass cifar-10-python.tar.gz or a cifar-10-batches-py/ folder")
+        raise DataError(
+            f"{source}: no such file or folder; pass cifar-10-python.tar.gz or a cifar-10-batches-py/ folder"
+        )
     out: dict[str, bytes] = {}
     try:
         # Members are read into memory by name, never extracted: no path can escape.
@@ -134,10 +143,18 @@ def _batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(d, dict) or "data" not in d or "labels" not in d:
         raise DataError(f"{where}: expected a dict with 'data' and 'labels'")
     x, labels = d["data"], d["labels"]
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(x) == 0:
+    if (
+        not isinstance(x, np.ndarray)
+        or x.dtype != np.uint8
+        or x.ndim != 2
+        or x.shape[1] != 3072
+        or len(x) == 0
+    ):
         shape = getattr(x, "shape", None)
         dtype = getattr(x, "dtype", type(x).__name__)
-        raise DataError(f"{where}: 'data' must be an N x 3072 uint8 array, got shape {shape} dtype {dtype}")
+        raise DataError(
+            f"{where}: 'data' must be an N x 3072 uint8 array, got shape {shape} dtype {dtype}"
+        )
     if not isinstance(labels, list) or not all(type(v) is int for v in labels):
         raise DataError(f"{where}: 'labels' must be a list of integers")
     if len(labels) != len(x):
@@ -162,12 +179,16 @@ def read_cifar10(source: str | os.PathLike) -> dict[str, Any]:
     parts = [_batch(raw[n], f"{source}: {n}") for n in TRAIN_FILES]
     for n, (x, _) in zip(TRAIN_FILES, parts, strict=True):
         if isinstance(per_batch, int) and len(x) > per_batch:
-            raise DataError(f"{source}: {n}: {len(x)} images, more than num_cases_per_batch={per_batch}")
+            raise DataError(
+                f"{source}: {n}: {len(x)} images, more than num_cases_per_batch={per_batch}"
+            )
     x_test, y_test = _batch(raw[TEST_FILE], f"{source}: {TEST_FILE}")
     x_train = np.concatenate([x for x, _ in parts])
     y_train = np.concatenate([y for _, y in parts])
     if len(np.unique(y_train)) != 10:
-        raise DataError(f"{source}: the training batches hold only classes {sorted(set(y_train.tolist()))}, not all 10")
+        raise DataError(
+            f"{source}: the training batches hold only classes {sorted(set(y_train.tolist()))}, not all 10"
+        )
     return {
         # (N, 3072) rows are R, G, B planes of 32x32: a reshape, no copy of pixel order needed.
         "x_train": x_train.reshape(-1, 3, 32, 32),
@@ -196,7 +217,9 @@ def write_cache(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any
                 np.save(f, np.ascontiguousarray(arr))
                 f.flush()
                 os.fsync(f.fileno())
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / "meta.json").write_text(
+            json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
         old = None
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
@@ -209,7 +232,9 @@ def write_cache(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any
         raise
 
 
-def read_cache(folder: Path, names: tuple[str, ...] = ARRAYS) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+def read_cache(
+    folder: Path, names: tuple[str, ...] = ARRAYS
+) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """Memory-map a cache folder written by ``write_cache``; None if there is no complete cache."""
     if not (folder / "meta.json").is_file():
         return None
@@ -220,12 +245,18 @@ def read_cache(folder: Path, names: tuple[str, ...] = ARRAYS) -> tuple[dict[str,
     except (OSError, ValueError) as exc:
         raise DataError(f"{folder}: damaged cache ({exc}); import the data again") from None
     for split in ("train", "test"):
-        if len(arrays[f"x_{split}"]) != meta.get(f"n_{split}") or len(arrays[f"y_{split}"]) != meta.get(f"n_{split}"):
-            raise DataError(f"{folder}: damaged cache (counts differ from meta.json); import the data again")
+        if len(arrays[f"x_{split}"]) != meta.get(f"n_{split}") or len(
+            arrays[f"y_{split}"]
+        ) != meta.get(f"n_{split}"):
+            raise DataError(
+                f"{folder}: damaged cache (counts differ from meta.json); import the data again"
+            )
     return arrays, meta
 
 
-def import_cifar10(source: str | os.PathLike, root: str | os.PathLike | None = None) -> dict[str, Any]:
+def import_cifar10(
+    source: str | os.PathLike, root: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Read, validate and cache the official archive or folder; returns the cache's meta."""
     from nnlab.data.augment import channel_stats
 

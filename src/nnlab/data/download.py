@@ -30,7 +30,9 @@ def md5sum(path: Path) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, md5: str, *, progress: bool | None = None, timeout: float = 60) -> Path:
+def download(
+    url: str, dest: Path, md5: str, *, progress: bool | None = None, timeout: float = 60
+) -> Path:
     """Download ``url`` to ``dest`` (resuming ``dest.part``), verify ``md5``, return ``dest``.
 
     Raises DataError (one line) for network errors, a short read or an md5 mismatch.
@@ -86,10 +88,14 @@ def download(url: str, dest: Path, md5: str, *, progress: bool | None = None, ti
             bar.close()
     size = part.stat().st_size
     if total is not None and size < total:
-        raise DataError(f"{url}: download stopped at {size} of {total} bytes; run the same command again to resume")
+        raise DataError(
+            f"{url}: download stopped at {size} of {total} bytes; run the same command again to resume"
+        )
     got = md5sum(part)
     if got != md5:
         part.unlink()
-        raise DataError(f"{url}: md5 mismatch (got {got}, expected {md5}); the partial file was deleted, try again")
+        raise DataError(
+            f"{url}: md5 mismatch (got {got}, expected {md5}); the partial file was deleted, try again"
+        )
     os.replace(part, dest)
     return dest

@@ -60,7 +60,11 @@ def _split_path(rel: str) -> tuple[str, str] | None:
     """``[top/]train/cls/x.jpg`` -> ("train", "cls"); None for anything else."""
     parts = rel.split("/")
     for i in range(len(parts) - 2):
-        if parts[i] in SPLITS and i + 3 == len(parts) and Path(parts[-1]).suffix.lower() in EXTENSIONS:
+        if (
+            parts[i] in SPLITS
+            and i + 3 == len(parts)
+            and Path(parts[-1]).suffix.lower() in EXTENSIONS
+        ):
             return parts[i], parts[i + 1]
     return None
 
@@ -97,13 +101,16 @@ def decode_tree(source: Path, image_size: int) -> tuple[dict[str, np.ndarray], l
                 img = img.convert("RGB")
                 if img.size != (image_size, image_size):
                     img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-                images[split].append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))  # (3, s, s)
+                chw = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)  # (3, s, s)
+                images[split].append(chw)
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise DataError(f"{name}: cannot decode image ({exc})") from None
         names[split].append(cls)
     classes = sorted(set(names["train"]))
     if not classes:
-        raise DataError(f"{source}: no images under train/<class>/; expected train/<class>/* and test/<class>/*")
+        raise DataError(
+            f"{source}: no images under train/<class>/; expected train/<class>/* and test/<class>/*"
+        )
     if not names["test"]:
         raise DataError(f"{source}: no images under test/<class>/")
     unknown = sorted(set(names["test"]) - set(classes))
@@ -119,15 +126,21 @@ def decode_tree(source: Path, image_size: int) -> tuple[dict[str, np.ndarray], l
     return arrays, classes
 
 
-def load_tree(source: str | os.PathLike, image_size: int, root: str | os.PathLike | None = None) -> tuple[dict, dict]:
+def load_tree(
+    source: str | os.PathLike, image_size: int, root: str | os.PathLike | None = None
+) -> tuple[dict, dict]:
     """Cached arrays and meta for the tree at ``source``, decoding it first if needed."""
     from nnlab.data.augment import channel_stats
 
     source = Path(source).expanduser()
     if not (source.is_dir() or _is_archive(source)):
-        raise DataError(f"data.dir: {source} is not a folder or a .tar.gz of train/<class>/* and test/<class>/* images")
+        raise DataError(
+            f"data.dir: {source} is not a folder or a .tar.gz of train/<class>/* and test/<class>/* images"
+        )
     stem = source.name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz")
-    folder = data_root(root) / "imagefolder" / f"{stem}-{image_size}px-{cache_key(source, image_size)}"
+    folder = (
+        data_root(root) / "imagefolder" / f"{stem}-{image_size}px-{cache_key(source, image_size)}"
+    )
     cached = read_cache(folder)
     if cached is None:
         arrays, classes = decode_tree(source, image_size)
@@ -150,7 +163,9 @@ def load_tree(source: str | os.PathLike, image_size: int, root: str | os.PathLik
 @register_dataset("imagefolder")
 def load_imagefolder(cfg: DataConfig, seed: int) -> DataBundle:
     if not cfg.dir:
-        raise ConfigError("data.dir: set it to an ImageFolder tree (train/<class>/*, test/<class>/*) or a .tar.gz of one")
+        raise ConfigError(
+            "data.dir: set it to an ImageFolder tree (train/<class>/*, test/<class>/*) or a .tar.gz of one"
+        )
     arrays, meta = load_tree(cfg.dir, cfg.image_size)
     t = {k: torch.from_numpy(v) for k, v in arrays.items()}
     classes = list(meta["classes"])

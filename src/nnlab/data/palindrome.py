@@ -14,6 +14,10 @@ Two variants (``data.variant``):
   set of ``n_samples * test_fraction`` palindromes, and fresh random training
   palindromes every batch (they may coincide with test ones when T is short).
 
+``data.epoch_size`` fixes the training examples per epoch (the finite set is
+repeated or sampled; the stream draws that many), so every length gets the
+same number of steps an epoch.
+
 Digits go in as one scalar each (``one_hot = false``, the course's encoding, the
 raw value 0..9) or as 10-way one-hot vectors.
 """
@@ -121,6 +125,42 @@ class StreamLoader:
         yield from zip(x.split(self.batch_size), y.split(self.batch_size), strict=True)
 
 
+class RepeatLoader:
+    """``epoch_size`` examples an epoch from a finite training set: whole shuffled passes
+    back to back, cut at ``epoch_size`` (a smaller set repeats, a larger one is sampled).
+
+    At T = 3 only 100 palindromes exist: one pass is a single batch, so a fixed
+    number of epochs would give short lengths far fewer steps than long ones.
+    ``data.epoch_size`` makes an epoch the same number of steps at every length.
+    """
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, epoch_size: int, batch_size: int, seed: int
+    ) -> None:
+        # Private names: nnlab.speed treats loaders with a resident ``x`` as TensorLoaders.
+        self._x, self._y = x, y
+        self.epoch_size, self.batch_size, self.seed = epoch_size, batch_size, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.epoch_size // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = epoch_generator(self.seed, self.epoch)
+        n = len(self._x)
+        # Whole permutations back to back: every example once before any twice.
+        order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-self.epoch_size // n))])
+        order = order[: self.epoch_size].to(self._x.device)
+        yield from zip(
+            self._x[order].split(self.batch_size),
+            self._y[order].split(self.batch_size),
+            strict=True,
+        )
+
+
 def _announce_cap(length: int, requested: int, total: int) -> None:
     if (length, requested) not in _NOTICES:
         _NOTICES.add((length, requested))
@@ -158,15 +198,23 @@ def load_palindrome(cfg: DataConfig, seed: int) -> DataBundle:
             )
         x, y = encode(torch.from_numpy(draw_distinct(n, cfg.length, rng)), cfg.one_hot)
         info = {"variant": "finite", "n_palindromes": str(total)}
-        return DataBundle(x[n_test:], y[n_test:], x[:n_test], y[:n_test], **common, info=info)
+        bundle = DataBundle(x[n_test:], y[n_test:], x[:n_test], y[:n_test], **common, info=info)
+        if cfg.epoch_size:
+            # Reads the bundle when training starts, so data.limit_train applies first.
+            def repeat(batch_size: int, train_seed: int, device: torch.device) -> RepeatLoader:
+                xs, ys = bundle.x_train.to(device), bundle.y_train.to(device)
+                return RepeatLoader(xs, ys, cfg.epoch_size, batch_size, train_seed)
 
-    # stream: n_samples palindromes an epoch, test_fraction of them a fixed test set
-    # (distinct, so capped like the finite set); the rest are drawn afresh each epoch.
+            bundle.train_loader = repeat
+        return bundle
+
+    # stream: a fixed test set of n_samples * test_fraction distinct palindromes (capped
+    # like the finite set); epoch_size (or the rest of n_samples) fresh ones each epoch.
     n_test = max(1, round(cfg.n_samples * cfg.test_fraction))
     if n_test > total:
         _announce_cap(cfg.length, n_test, total)
         n_test = total
-    n_train = cfg.n_samples - n_test
+    n_train = cfg.epoch_size or cfg.n_samples - n_test
     x_test, y_test = encode(torch.from_numpy(draw_distinct(n_test, cfg.length, rng)), cfg.one_hot)
 
     def make_loader(batch_size: int, _train_seed: int, device: torch.device) -> StreamLoader:

@@ -10,6 +10,7 @@ _MODEL_MODULES = {
     "lstm": "nnlab.models.rnn",
     "gru": "nnlab.models.rnn",
     "cnn": "nnlab.models.cnn",
+    "cnn-fast": "nnlab.models.fast_cnn",
 }
 
 

@@ -70,7 +70,9 @@ class CNN(nn.Module):
     ) -> None:
         super().__init__()
         if len(input_shape) != 3:
-            raise ConfigError(f"model.name: cnn needs image inputs (C, H, W), got examples of shape {tuple(input_shape)}")
+            raise ConfigError(
+                f"model.name: cnn needs image inputs (C, H, W), got examples of shape {tuple(input_shape)}"
+            )
         self.widths = list(widths or REPORT_WIDTHS)
         channels, h, w = input_shape
         features: list[nn.Module] = []
@@ -78,22 +80,30 @@ class CNN(nn.Module):
         flat: int | None = None  # set once the first dense layer flattens the feature map
         for token in self.widths:
             if flat is not None and not token.startswith("F"):
-                raise ConfigError(f"model.widths: '{token}' after a dense layer; convs and pools must come before F layers")
+                raise ConfigError(
+                    f"model.widths: '{token}' after a dense layer; convs and pools must come before F layers"
+                )
             if token.isdigit():
                 features += conv_block(channels, int(token), activation, batchnorm)
                 channels = int(token)
             elif token.startswith("R"):
                 if int(token[1:]) != channels:
-                    raise ConfigError(f"model.widths: residual '{token}' needs {token[1:]} input channels, gets {channels}")
+                    raise ConfigError(
+                        f"model.widths: residual '{token}' needs {token[1:]} input channels, gets {channels}"
+                    )
                 features.append(Residual(channels, activation, batchnorm))
             elif token in ("M", "A", "M3"):
                 k = 3 if token == "M3" else 2
                 h, w = (h - k) // 2 + 1, (w - k) // 2 + 1  # stride 2, no padding
                 if h < 1 or w < 1:
-                    raise ConfigError(f"model.widths: pool '{token}' shrinks the {input_shape[1]}x{input_shape[2]} input below 1x1")
+                    raise ConfigError(
+                        f"model.widths: pool '{token}' shrinks the {input_shape[1]}x{input_shape[2]} input below 1x1"
+                    )
                 features.append(nn.MaxPool2d(k, 2) if token != "A" else nn.AvgPool2d(2, 2))
             elif token in ("G", "GM"):
-                features.append(nn.AdaptiveAvgPool2d(1) if token == "G" else nn.AdaptiveMaxPool2d(1))
+                features.append(
+                    nn.AdaptiveAvgPool2d(1) if token == "G" else nn.AdaptiveMaxPool2d(1)
+                )
                 h = w = 1
             elif token.startswith("F"):
                 flat = flat if flat is not None else channels * h * w

@@ -14,4 +14,13 @@ from nnlab.numpy_mlp.classifier import NumpyMLPClassifier
 from nnlab.numpy_mlp.mlp import MLP
 from nnlab.numpy_mlp.modules import CrossEntropy, Linear, ReLU, Sigmoid, SoftMax, Tanh
 
-__all__ = ["MLP", "CrossEntropy", "Linear", "NumpyMLPClassifier", "ReLU", "Sigmoid", "SoftMax", "Tanh"]
+__all__ = [
+    "MLP",
+    "CrossEntropy",
+    "Linear",
+    "NumpyMLPClassifier",
+    "ReLU",
+    "Sigmoid",
+    "SoftMax",
+    "Tanh",
+]

@@ -69,17 +69,29 @@ class NumpyMLPClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _check_params(self) -> list[int]:
-        hidden = [self.hidden_layer_sizes] if isinstance(self.hidden_layer_sizes, numbers.Integral) else list(self.hidden_layer_sizes)
+        hidden = (
+            [self.hidden_layer_sizes]
+            if isinstance(self.hidden_layer_sizes, numbers.Integral)
+            else list(self.hidden_layer_sizes)
+        )
         if not hidden or not all(isinstance(h, numbers.Integral) and h >= 1 for h in hidden):
-            raise ValueError(f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}")
+            raise ValueError(
+                f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}"
+            )
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+            raise ValueError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
+            )
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if not (self.learning_rate > 0 and np.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        if self.batch_size is not None and not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer or None (full batch), got {self.batch_size!r}")
+        if self.batch_size is not None and not (
+            isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1
+        ):
+            raise ValueError(
+                f"batch_size must be a positive integer or None (full batch), got {self.batch_size!r}"
+            )
         if not (isinstance(self.max_epochs, numbers.Integral) and self.max_epochs >= 1):
             raise ValueError(f"max_epochs must be a positive integer, got {self.max_epochs!r}")
         if not 0 <= self.momentum < 1:
@@ -91,11 +103,15 @@ class NumpyMLPClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y) -> NumpyMLPClassifier:
         """Train on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,)."""
         hidden = self._check_params()
-        X, y = validate_data(self, X, y, dtype=np.float64)  # NaN/inf, lengths, 2-D, sets n_features_in_
+        X, y = validate_data(
+            self, X, y, dtype=np.float64
+        )  # NaN/inf, lengths, 2-D, sets n_features_in_
         check_classification_targets(y)  # rejects continuous targets
         self.classes_, y_index = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"need samples of at least 2 classes to fit; the data hold only one class: {self.classes_[0]!r}")
+            raise ValueError(
+                f"need samples of at least 2 classes to fit; the data hold only one class: {self.classes_[0]!r}"
+            )
 
         random_state = check_random_state(self.random_state)
         rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
@@ -114,7 +130,7 @@ class NumpyMLPClassifier(ClassifierMixin, BaseEstimator):
             loss_sum = 0.0
             for idx in minibatches(len(X), self.batch_size, rng):
                 loss = criterion(model.forward(X[idx]), y_index[idx])
-                model.backward(criterion.backward())
+                model.backward(criterion.backward(), input_grad=False)
                 optimizer.step()
                 loss_sum += float(loss) * len(idx)
             self.loss_curve_.append(loss_sum / len(X))

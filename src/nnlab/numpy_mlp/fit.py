@@ -53,6 +53,7 @@ class NumpyFit:
     last: dict[str, np.ndarray] = field(repr=False)  # weights at the last (good) evaluation
     best: dict[str, np.ndarray] = field(repr=False)  # weights at the best evaluation
     error: str | None = None  # set when this network's loss became NaN or inf
+    eval_seconds: float = 0.0  # the part of train_seconds spent evaluating (this network's share)
 
 
 def fit_stacked(
@@ -75,28 +76,57 @@ def fit_stacked(
         raise ValueError("stacked networks cannot stop early one by one; train them alone")
     seeds = [c.train.seed for c in cfgs]
     # Two independent streams per seed: initial weights and batch order.
-    streams = [[np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)] for seed in seeds]
-    x_train, y_train = np.stack([d.x_train for d in data]), np.stack([d.y_train for d in data])  # (S, N, D), (S, N)
+    streams = [
+        [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)] for seed in seeds
+    ]
+    x_train, y_train = (
+        np.stack([d.x_train for d in data]),
+        np.stack([d.y_train for d in data]),
+    )  # (S, N, D), (S, N)
     # Targets once, not per step: one-hot (and smoothed), gathered with x each epoch.
     t_train = one_hot(y_train, data[0].n_classes, t.label_smoothing, DTYPE)  # (S, N, C)
     x_test, y_test = np.stack([d.x_test for d in data]), np.stack([d.y_test for d in data])
     n, n_features = x_train.shape[1:]
-    model = MLP(n_features, cfg.model.hidden, data[0].n_classes, activation=cfg.model.activation,
-                stack=n_net, rng=[init for init, _ in streams], dtype=DTYPE)  # fmt: skip
-    optimizer = build_optimizer(o.name, model.params, model.grads, lr=o.lr, weight_decay=o.weight_decay,
-                                momentum=o.momentum, nesterov=o.nesterov, alpha=o.alpha, betas=tuple(o.betas))  # fmt: skip
+    model = MLP(
+        n_features,
+        cfg.model.hidden,
+        data[0].n_classes,
+        activation=cfg.model.activation,
+        stack=n_net,
+        rng=[init for init, _ in streams],
+        dtype=DTYPE,
+    )
+    optimizer = build_optimizer(
+        o.name,
+        model.params,
+        model.grads,
+        lr=o.lr,
+        weight_decay=o.weight_decay,
+        momentum=o.momentum,
+        nesterov=o.nesterov,
+        alpha=o.alpha,
+        betas=tuple(o.betas),
+    )
     criterion, test_criterion = CrossEntropy(), CrossEntropy()  # label smoothing is in t_train
     total_steps = t.epochs * math.ceil(n / t.batch_size)
 
     def lr_at(epoch: int, step: int) -> float:
-        return scheduled_lr(sch.name, o.lr, epoch=epoch, step=step, total_steps=total_steps,
-                            step_size=sch.step_size, gamma=sch.gamma, min_lr=sch.min_lr)  # fmt: skip
+        return scheduled_lr(
+            sch.name,
+            o.lr,
+            epoch=epoch,
+            step=step,
+            total_steps=total_steps,
+            step_size=sch.step_size,
+            gamma=sch.gamma,
+            min_lr=sch.min_lr,
+        )
 
     histories: list[list[dict[str, float]]] = [[] for _ in range(n_net)]
     errors: list[str | None] = [None] * n_net
     best_acc, best_epoch = np.full(n_net, -1.0), np.zeros(n_net, dtype=int)
     best_params, good_params = model.params.copy(), model.params.copy()
-    since_best, step, epoch, stop_reason = 0, 0, 0, "completed"
+    since_best, step, epoch, stop_reason, eval_seconds = 0, 0, 0, "completed", 0.0
     start = time.perf_counter()
     try:
         # A diverged network's NaNs stay in its own slice; do not warn about them at every step.
@@ -113,7 +143,7 @@ def fit_stacked(
                     optimizer.lr = lr_at(epoch, step)
                     logits = model.forward(xe[:, batch])  # (S, B, C)
                     loss = criterion.forward(logits, te[:, batch])  # (S,): each network's mean loss
-                    model.backward(criterion.backward())
+                    model.backward(criterion.backward(), input_grad=False)
                     if t.clip_norm > 0:
                         clip_grad_norm(model.grads, t.clip_norm)
                     optimizer.step()
@@ -126,26 +156,41 @@ def fit_stacked(
                     if progress is not None:
                         progress.update(epoch, None)
                     continue
+                eval_start = time.perf_counter()
                 test_logits = model.forward(x_test)
                 test_loss = test_criterion.forward(test_logits, y_test)
                 test_acc = (test_logits.argmax(-1) == y_test).mean(-1)
                 elapsed = time.perf_counter() - start
+                eval_seconds += elapsed - (eval_start - start)
                 for s in range(n_net):
                     if errors[s] is not None:
                         continue
-                    row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum[s]) / n,
-                           "train_acc": float(correct[s]) / n, "test_loss": float(test_loss[s]),
-                           "test_acc": float(test_acc[s]), "lr": lr_at(epoch, step), "elapsed_s": elapsed}  # fmt: skip
+                    row = {
+                        "epoch": epoch,
+                        "step": step,
+                        "train_loss": float(loss_sum[s]) / n,
+                        "train_acc": float(correct[s]) / n,
+                        "test_loss": float(test_loss[s]),
+                        "test_acc": float(test_acc[s]),
+                        "lr": lr_at(epoch, step),
+                        "elapsed_s": elapsed,
+                    }
                     if not (math.isfinite(row["train_loss"]) and math.isfinite(row["test_loss"])):
-                        errors[s] = (f"loss became {row['train_loss']} by epoch {epoch} (step {step}); "
-                                     "try a lower optim.lr or gradient clipping (train.clip_norm=1)")  # fmt: skip
+                        errors[s] = (
+                            f"loss became {row['train_loss']} by epoch {epoch} (step {step}); "
+                            "try a lower optim.lr or gradient clipping (train.clip_norm=1)"
+                        )
                         continue
                     histories[s].append(row)
                     good_params[s] = model.params[s]
                     if on_eval is not None:
                         on_eval(s, row)
                     if row["test_acc"] > best_acc[s]:
-                        best_params[s], best_acc[s], best_epoch[s] = model.params[s], row["test_acc"], epoch
+                        best_params[s], best_acc[s], best_epoch[s] = (
+                            model.params[s],
+                            row["test_acc"],
+                            epoch,
+                        )
                         since_best = 0
                     else:
                         since_best += 1  # read only when there is one network
@@ -164,24 +209,52 @@ def fit_stacked(
             progress.close()
     seconds = time.perf_counter() - start
 
-    finals = [{"test_acc": h[-1]["test_acc"], "test_loss": h[-1]["test_loss"]} if h else {} for h in histories]
+    finals = [
+        {"test_acc": h[-1]["test_acc"], "test_loss": h[-1]["test_loss"]} if h else {}
+        for h in histories
+    ]
     reasons = [stop_reason] * n_net
-    if t.patience and t.restore_best and histories[0] and best_epoch[0] != histories[0][-1]["epoch"]:
+    if (
+        t.patience
+        and t.restore_best
+        and histories[0]
+        and best_epoch[0] != histories[0][-1]["epoch"]
+    ):
         model.params[...] = best_params
         logits = model.forward(x_test)
-        finals[0] = {"test_acc": float((logits.argmax(-1) == y_test).mean(-1)[0]),
-                     "test_loss": float(test_criterion.forward(logits, y_test)[0])}  # fmt: skip
+        finals[0] = {
+            "test_acc": float((logits.argmax(-1) == y_test).mean(-1)[0]),
+            "test_loss": float(test_criterion.forward(logits, y_test)[0]),
+        }
         reasons[0] += f"; restored the best checkpoint (epoch {best_epoch[0]})"
     return [
-        NumpyFit(histories[s], epoch, step, seconds / n_net, float(best_acc[s]), int(best_epoch[s]), reasons[s],
-                 finals[s], last=lone_state(model, good_params[s]), best=lone_state(model, best_params[s]),
-                 error=errors[s])  # fmt: skip
+        NumpyFit(
+            histories[s],
+            epoch,
+            step,
+            seconds / n_net,
+            float(best_acc[s]),
+            int(best_epoch[s]),
+            reasons[s],
+            finals[s],
+            last=lone_state(model, good_params[s]),
+            best=lone_state(model, best_params[s]),
+            error=errors[s],
+            eval_seconds=eval_seconds / n_net,
+        )
         for s in range(n_net)
     ]
 
 
 def lone_state(model: MLP, flat: np.ndarray) -> dict[str, np.ndarray]:
     """One network's flat parameter vector as ``W0, b0, ...`` arrays (``MLP.state_dict`` of a lone network)."""
-    lone = MLP(model.sizes[0], model.sizes[1:-1], model.sizes[-1], activation=model.activation, rng=0, dtype=flat.dtype.type)
+    lone = MLP(
+        model.sizes[0],
+        model.sizes[1:-1],
+        model.sizes[-1],
+        activation=model.activation,
+        rng=0,
+        dtype=flat.dtype.type,
+    )
     lone.params[...] = flat
     return lone.state_dict()

@@ -40,7 +40,9 @@ class MLP:
         dtype: type = np.float64,
     ) -> None:
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+            raise ValueError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+            )
         self.sizes = [n_inputs, *hidden, n_classes]
         self.activation, self.stack = activation, stack
         self.layers: list[Module] = []
@@ -52,7 +54,9 @@ class MLP:
 
         # One flat buffer per network for parameters and one for gradients; W, b, dW, db are views.
         lead = () if stack is None else (stack,)
-        self.n_params = sum(lin.W[(0,) * len(lead)].size + lin.b[(0,) * len(lead)].size for lin in self.linears)
+        self.n_params = sum(
+            lin.W[(0,) * len(lead)].size + lin.b[(0,) * len(lead)].size for lin in self.linears
+        )
         self.params = np.zeros((*lead, self.n_params), dtype=dtype)
         self.grads = np.zeros_like(self.params)
         offset = 0
@@ -62,19 +66,27 @@ class MLP:
                 end = offset + math.prod(shape)
                 view = self.params[..., offset:end].reshape(*lead, *shape)
                 grad_view = self.grads[..., offset:end].reshape(*lead, *shape)
-                assert np.shares_memory(view, self.params) and np.shares_memory(grad_view, self.grads)
+                assert np.shares_memory(view, self.params) and np.shares_memory(
+                    grad_view, self.grads
+                )
                 setattr(lin, name, view)
                 setattr(lin, grad_name, grad_view)
                 offset = end
         self.reset_parameters(rng)
 
-    def reset_parameters(self, rng: np.random.Generator | int | Sequence[np.random.Generator] | None = None) -> None:
+    def reset_parameters(
+        self, rng: np.random.Generator | int | Sequence[np.random.Generator] | None = None
+    ) -> None:
         """torch.nn.Linear's default scheme: W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), layer by layer."""
         if self.stack is None:
-            rngs: list = [np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng]
+            rngs: list = [
+                np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+            ]
         elif isinstance(rng, Sequence):
             if len(rng) != self.stack:
-                raise ValueError(f"need one generator per stacked network ({self.stack}), got {len(rng)}")
+                raise ValueError(
+                    f"need one generator per stacked network ({self.stack}), got {len(rng)}"
+                )
             rngs = list(rng)
         else:
             shared = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
@@ -94,11 +106,14 @@ class MLP:
 
     __call__ = forward
 
-    def backward(self, dlogits: np.ndarray) -> np.ndarray:
-        """Back-propagate dL/dlogits; fills ``grads`` (overwriting) and returns dL/dx."""
-        for layer in reversed(self.layers):
+    def backward(self, dlogits: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Back-propagate dL/dlogits; fills ``grads`` (overwriting) and returns dL/dx.
+
+        ``input_grad=False`` skips dL/dx (one matmul): training does not need it.
+        """
+        for layer in reversed(self.layers[1:]):
             dlogits = layer.backward(dlogits)
-        return dlogits
+        return self.layers[0].backward(dlogits, input_grad=input_grad)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """``W0, b0, W1, b1, ...`` (copies), W of shape ([S,] in, out): ``x @ W + b``."""
@@ -112,18 +127,33 @@ class MLP:
             for name in ("W", "b"):
                 value = np.asarray(state[f"{name}{i}"])
                 if value.shape != getattr(lin, name).shape:
-                    raise ValueError(f"{name}{i}: expected shape {getattr(lin, name).shape}, got {value.shape}")
+                    raise ValueError(
+                        f"{name}{i}: expected shape {getattr(lin, name).shape}, got {value.shape}"
+                    )
                 getattr(lin, name)[...] = value
 
     def __getstate__(self) -> dict:
         # W and b are views of ``params``; pickled as they are, they would come back as
         # separate copies. Pickle the flat buffer and rebuild the views instead.
-        return {"sizes": self.sizes, "activation": self.activation, "stack": self.stack, "params": self.params}
+        return {
+            "sizes": self.sizes,
+            "activation": self.activation,
+            "stack": self.stack,
+            "params": self.params,
+        }
 
     def __setstate__(self, state: dict) -> None:
         sizes = state["sizes"]
         dtype = state["params"].dtype.type
-        self.__init__(sizes[0], sizes[1:-1], sizes[-1], activation=state["activation"], stack=state["stack"], rng=0, dtype=dtype)
+        self.__init__(
+            sizes[0],
+            sizes[1:-1],
+            sizes[-1],
+            activation=state["activation"],
+            stack=state["stack"],
+            rng=0,
+            dtype=dtype,
+        )
         self.params[...] = state["params"]
 
     def __repr__(self) -> str:

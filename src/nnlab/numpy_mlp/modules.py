@@ -40,7 +40,9 @@ def max_last(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def one_hot(labels: np.ndarray, n_classes: int, label_smoothing: float = 0.0, dtype: type = np.float64) -> np.ndarray:
+def one_hot(
+    labels: np.ndarray, n_classes: int, label_smoothing: float = 0.0, dtype: type = np.float64
+) -> np.ndarray:
     """Integer labels (...,) -> targets (..., n_classes), mixed with the uniform distribution by ``label_smoothing``."""
     target = (labels[..., None] == np.arange(n_classes)).astype(dtype)
     if label_smoothing:
@@ -98,11 +100,11 @@ class Linear(Module):
         out += self.b[..., None, :]  # the bias broadcast over the batch axis
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         # dL/dW = x^T dout and dL/db = sum over the batch; written in place (see class doc).
         np.matmul(np.swapaxes(self.x, -1, -2), dout, out=self.dW)
         sum_batch(dout, out=self.db)
-        return dout @ np.swapaxes(self.W, -1, -2)  # (..., B, in)
+        return dout @ np.swapaxes(self.W, -1, -2) if input_grad else None  # (..., B, in)
 
     def __repr__(self) -> str:
         stack = "" if self.stack is None else f", stack={self.stack}"
@@ -120,8 +122,10 @@ class ReLU(Module):
 
 class Sigmoid(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
-        # 0.5 (1 + tanh(x/2)) equals 1 / (1 + exp(-x)) but never overflows for large |x|.
-        self.y = 0.5 * (1.0 + np.tanh(0.5 * x))
+        # exp(-|x|) never overflows; 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0 keep
+        # full relative precision at both ends (sigmoid(-50) is 2e-22, not 0).
+        e = np.exp(-np.abs(x))
+        self.y = np.where(x >= 0, 1.0, e) / (1.0 + e)
         return self.y
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

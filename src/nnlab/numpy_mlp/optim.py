@@ -20,7 +20,9 @@ from collections.abc import Iterator
 import numpy as np
 
 
-def minibatches(n: int, batch_size: int | None, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+def minibatches(
+    n: int, batch_size: int | None, rng: np.random.Generator | None
+) -> Iterator[np.ndarray]:
     """Index arrays for one epoch: shuffled by ``rng`` (if given), in batches of ``batch_size``."""
     if batch_size is None or batch_size >= n:
         yield np.arange(n)  # full-batch: the order inside one batch does not change the gradient
@@ -40,7 +42,9 @@ def clip_grad_norm(grads: np.ndarray, max_norm: float) -> np.ndarray:
 class Optimizer:
     """Updates ``params`` in place from ``grads``; ``lr`` may be changed between steps."""
 
-    def __init__(self, params: np.ndarray, grads: np.ndarray, lr: float, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self, params: np.ndarray, grads: np.ndarray, lr: float, weight_decay: float = 0.0
+    ) -> None:
         self.params, self.grads, self.lr, self.weight_decay = params, grads, lr, weight_decay
 
     def step(self) -> None:
@@ -72,7 +76,9 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam; with ``decoupled=True`` AdamW (weight decay shrinks the weights, not the gradient)."""
 
-    def __init__(self, params, grads, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False) -> None:
+    def __init__(
+        self, params, grads, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False
+    ) -> None:
         super().__init__(params, grads, lr, weight_decay)
         self.beta1, self.beta2 = betas
         self.eps, self.decoupled = eps, decoupled
@@ -98,7 +104,9 @@ class Adam(Optimizer):
 
 
 class RMSprop(Optimizer):
-    def __init__(self, params, grads, lr, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0) -> None:
+    def __init__(
+        self, params, grads, lr, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0
+    ) -> None:
         super().__init__(params, grads, lr, weight_decay)
         self.alpha, self.eps, self.momentum = alpha, eps, momentum
         self.v = np.zeros_like(params)
@@ -130,9 +138,18 @@ def build_optimizer(
 ) -> Optimizer:
     """The optimizer ``name`` (sgd, adam, adamw, rmsprop) with torch's defaults for the rest."""
     if name == "sgd":
-        return SGD(params, grads, lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+        return SGD(
+            params, grads, lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+        )
     if name in ("adam", "adamw"):
-        return Adam(params, grads, lr, betas=tuple(betas), weight_decay=weight_decay, decoupled=name == "adamw")
+        return Adam(
+            params,
+            grads,
+            lr,
+            betas=tuple(betas),
+            weight_decay=weight_decay,
+            decoupled=name == "adamw",
+        )
     if name == "rmsprop":
         return RMSprop(params, grads, lr, alpha=alpha, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be one of sgd, adam, adamw, rmsprop, got {name!r}")
@@ -142,7 +159,15 @@ SCHEDULES = ("none", "step", "cosine")
 
 
 def scheduled_lr(
-    name: str, base_lr: float, *, epoch: int, step: int, total_steps: int, step_size: int = 100, gamma: float = 0.1, min_lr: float = 0.0
+    name: str,
+    base_lr: float,
+    *,
+    epoch: int,
+    step: int,
+    total_steps: int,
+    step_size: int = 100,
+    gamma: float = 0.1,
+    min_lr: float = 0.0,
 ) -> float:
     """The learning rate for optimizer step ``step`` (0-based) of epoch ``epoch`` (1-based).
 
@@ -155,5 +180,7 @@ def scheduled_lr(
     if name == "step":
         return base_lr * gamma ** ((epoch - 1) // step_size)
     if name == "cosine":
-        return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * step / max(1, total_steps))) / 2
+        return (
+            min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * step / max(1, total_steps))) / 2
+        )
     raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")

@@ -9,7 +9,8 @@ that weights are saved as ``checkpoints/last.npz`` and ``best.npz``
 ``np.load(path, allow_pickle=False)``. They are written once, when training
 ends: runs this small are redone, not resumed.
 
-``run_numpy_training`` is one run (``nnlab train``); ``run_numpy_stacked``
+``nnlab.config.validate`` rejects what this backend lacks (gelu, dropout,
+batchnorm, the onecycle schedule). ``run_numpy_training`` is one run (``nnlab train``); ``run_numpy_stacked``
 trains the seeds of one sweep setting together (see ``fit.py``) and writes one
 folder per seed, as the lone runs would.
 """
@@ -26,11 +27,17 @@ from typing import Any
 import numpy as np
 
 from nnlab.config import Config, to_toml
-from nnlab.errors import ConfigError, DataError, NnlabError, RunError
+from nnlab.errors import DataError, NnlabError, RunError
 from nnlab.numpy_mlp.fit import DTYPE, Arrays, NumpyFit, fit_stacked
 from nnlab.numpy_mlp.mlp import MLP
-from nnlab.numpy_mlp.optim import SCHEDULES
-from nnlab.runs import METRIC_COLUMNS, RunDir, _fmt, atomic_write_bytes, atomic_write_text, command_line
+from nnlab.runs import (
+    METRIC_COLUMNS,
+    RunDir,
+    _fmt,
+    atomic_write_bytes,
+    atomic_write_text,
+    command_line,
+)
 
 
 class TrainingDiverged(NnlabError):
@@ -39,35 +46,38 @@ class TrainingDiverged(NnlabError):
     exit_code = 1  # the input was valid; the optimisation failed
 
 
-def check_config(cfg: Config) -> None:
-    """What the NumPy backend implements; anything else is a ConfigError naming the key."""
-    m, s = cfg.model, cfg.schedule
-    if m.name != "mlp":
-        raise ConfigError(f"model.backend: numpy is available for model.name = mlp only, got {m.name!r}")
-    if m.activation not in ("relu", "sigmoid", "tanh"):
-        raise ConfigError(f"model.activation: with model.backend=numpy must be one of relu, sigmoid, tanh, got {m.activation!r}")
-    if m.dropout or m.batchnorm:
-        raise ConfigError("model.backend: numpy has no dropout or batchnorm; set model.dropout=0 and model.batchnorm=false")
-    if s.name not in SCHEDULES:
-        raise ConfigError(f"schedule.name: with model.backend=numpy must be one of {', '.join(SCHEDULES)}, got {s.name!r}")
-
-
 def to_arrays(bundle: Any) -> Arrays:
     """A ``DataBundle`` (torch tensors, read with ``.numpy()``) as checked arrays; bad data is a DataError."""
-    x_tr, y_tr, x_te, y_te = (np.asarray(t.numpy() if hasattr(t, "numpy") else t)
-                              for t in (bundle.x_train, bundle.y_train, bundle.x_test, bundle.y_test))  # fmt: skip
+    x_tr, y_tr, x_te, y_te = (
+        np.asarray(t.numpy() if hasattr(t, "numpy") else t)
+        for t in (bundle.x_train, bundle.y_train, bundle.x_test, bundle.y_test)
+    )
     for split, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
         if x.ndim != 2:
-            raise DataError(f"data: x_{split} must be (n_samples, n_features) for the numpy MLP, got shape {x.shape}")
+            raise DataError(
+                f"data: x_{split} must be (n_samples, n_features) for the numpy MLP, got shape {x.shape}"
+            )
         if len(x) != len(y) or len(x) == 0:
-            raise DataError(f"data: the {split} split has {len(x)} inputs and {len(y)} labels; need as many, at least one")
+            raise DataError(
+                f"data: the {split} split has {len(x)} inputs and {len(y)} labels; need as many, at least one"
+            )
         if not np.isfinite(x).all():
-            raise DataError(f"data: x_{split} holds NaN or inf values; the numpy MLP needs finite features")
+            raise DataError(
+                f"data: x_{split} holds NaN or inf values; the numpy MLP needs finite features"
+            )
         if y.min() < 0 or y.max() >= bundle.n_classes:
             raise DataError(f"data: {split} labels must be class indices 0..{bundle.n_classes - 1}")
     if len(np.unique(y_tr)) < 2:
-        raise DataError("data: the training split holds only one class; a classifier needs at least two")
-    return Arrays(x_tr.astype(DTYPE), y_tr.astype(np.int64), x_te.astype(DTYPE), y_te.astype(np.int64), bundle.n_classes)
+        raise DataError(
+            "data: the training split holds only one class; a classifier needs at least two"
+        )
+    return Arrays(
+        x_tr.astype(DTYPE),
+        y_tr.astype(np.int64),
+        x_te.astype(DTYPE),
+        y_te.astype(np.int64),
+        bundle.n_classes,
+    )
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -96,7 +106,14 @@ def load_model(path: Path) -> MLP:
     state = load_npz(path)
     n_layers = sum(1 for k in state if k[0] == "W" and k[1:].isdigit())
     sizes = [state["W0"].shape[0]] + [state[f"W{i}"].shape[1] for i in range(n_layers)]
-    model = MLP(sizes[0], sizes[1:-1], sizes[-1], activation=str(state["activation"]), rng=0, dtype=state["W0"].dtype.type)
+    model = MLP(
+        sizes[0],
+        sizes[1:-1],
+        sizes[-1],
+        activation=str(state["activation"]),
+        rng=0,
+        dtype=state["W0"].dtype.type,
+    )
     model.load_state_dict(state)
     return model
 
@@ -104,14 +121,31 @@ def load_model(path: Path) -> MLP:
 # --------------------------------------------------------------------------- run folders
 
 
-def _provenance(cfg: Config, data: Arrays, started: float, shared: dict[str, Any]) -> dict[str, Any]:
+def _provenance(
+    cfg: Config, data: Arrays, started: float, shared: dict[str, Any]
+) -> dict[str, Any]:
     """The summary keys ``nnlab.train.run_training`` records besides the results."""
-    n_params = sum(a * b + b for a, b in zip([data.x_train.shape[1], *cfg.model.hidden], [*cfg.model.hidden, data.n_classes], strict=True))
+    n_params = sum(
+        a * b + b
+        for a, b in zip(
+            [data.x_train.shape[1], *cfg.model.hidden],
+            [*cfg.model.hidden, data.n_classes],
+            strict=True,
+        )
+    )
     return {
-        "seed": cfg.train.seed, "device": "cpu", "world_size": 1, "threads": None, "n_params": n_params,
-        "n_train": len(data.y_train), "n_test": len(data.y_test), "preset": cfg.name,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)), "backend": "numpy", **shared,
-    }  # fmt: skip
+        "seed": cfg.train.seed,
+        "device": "cpu",
+        "world_size": 1,
+        "threads": None,
+        "n_params": n_params,
+        "n_train": len(data.y_train),
+        "n_test": len(data.y_test),
+        "preset": cfg.name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "backend": "numpy",
+        **shared,
+    }
 
 
 def _shared_provenance() -> dict[str, Any]:
@@ -121,18 +155,37 @@ def _shared_provenance() -> dict[str, Any]:
     return {"command": command_line(), "versions": versions(), "git_commit": git_commit()}
 
 
-def write_run(cfg: Config, run: RunDir, fit: NumpyFit, info: dict[str, Any], *, write_metrics: bool) -> dict[str, Any]:
+def write_run(
+    cfg: Config, run: RunDir, fit: NumpyFit, info: dict[str, Any], *, write_metrics: bool
+) -> dict[str, Any]:
     """Finish a run folder: metrics (unless appended already), checkpoints, curves, summary last."""
     if write_metrics:  # one write for every row (appending row by row would fsync each)
-        lines = [",".join(METRIC_COLUMNS)] + [",".join(_fmt(r.get(c)) for c in METRIC_COLUMNS) for r in fit.history]
+        lines = [",".join(METRIC_COLUMNS)] + [
+            ",".join(_fmt(r.get(c)) for c in METRIC_COLUMNS) for r in fit.history
+        ]
         atomic_write_text(run.metrics_path, "\n".join(lines) + "\n")
-    meta = {"step": fit.steps, "best_test_acc": fit.best_test_acc, "activation": cfg.model.activation, "config": json.dumps(cfg.to_dict())}
+    meta = {
+        "step": fit.steps,
+        "best_test_acc": fit.best_test_acc,
+        "activation": cfg.model.activation,
+        "config": json.dumps(cfg.to_dict()),
+    }
     if fit.history:
-        save_npz(run.checkpoints / "last.npz", {**fit.last, **meta, "epoch": fit.history[-1]["epoch"]})
+        save_npz(
+            run.checkpoints / "last.npz", {**fit.last, **meta, "epoch": fit.history[-1]["epoch"]}
+        )
         save_npz(run.checkpoints / "best.npz", {**fit.best, **meta, "epoch": fit.best_epoch})
-    if fit.error is not None:  # as the torch backend: a diverged run is a result, recorded, not retried
-        summary = {"status": "diverged", "error": fit.error, "final_test_acc": None, "best_test_acc": None,
-                   "train_seconds": round(fit.train_seconds, 3), **info}  # fmt: skip
+    if (
+        fit.error is not None
+    ):  # as the torch backend: a diverged run is a result, recorded, not retried
+        summary = {
+            "status": "diverged",
+            "error": fit.error,
+            "final_test_acc": None,
+            "best_test_acc": None,
+            "train_seconds": round(fit.train_seconds, 3),
+            **info,
+        }
         run.write_summary(summary)
         return summary
     from nnlab.plots import plot_curves
@@ -150,38 +203,48 @@ def write_run(cfg: Config, run: RunDir, fit: NumpyFit, info: dict[str, Any], *, 
         "steps": fit.steps,
         "stop_reason": fit.stop_reason,
         "train_seconds": round(fit.train_seconds, 3),
+        "eval_seconds": round(fit.eval_seconds, 3),
+        "compile_seconds": None,  # nothing to compile
         **info,
     }
     run.write_summary(summary)  # last: a run is finished iff summary.json exists
     return summary
 
 
-def run_numpy_training(cfg: Config, bundle: Any, out: Path, *, progress: Any = None) -> dict[str, Any]:
+def run_numpy_training(
+    cfg: Config, bundle: Any, out: Path, *, progress: Any = None
+) -> dict[str, Any]:
     """One run into the folder ``out``; returns its summary, as ``nnlab.train.run_training`` does.
 
     Bad config or data fails before the folder is created. A diverged run is
     recorded (status "diverged") and then raises ``TrainingDiverged``.
     """
-    check_config(cfg)
-    data = to_arrays(bundle)
+    try:
+        data = to_arrays(bundle)
+    except DataError:
+        if progress is not None:
+            progress.close()  # a progress bar may already be on the terminal
+        raise
     run = RunDir(out)
     run.create(to_toml(cfg))
     info = _provenance(cfg, data, time.time(), {**_shared_provenance(), "stacked": 1})
-    fit = fit_stacked([cfg], [data], progress=progress, on_eval=lambda _s, row: run.append_metrics(row))[0]
+    fit = fit_stacked(
+        [cfg], [data], progress=progress, on_eval=lambda _s, row: run.append_metrics(row)
+    )[0]
     summary = write_run(cfg, run, fit, info, write_metrics=False)
     if fit.error is not None:
         raise TrainingDiverged(fit.error)
     return summary
 
 
-def run_numpy_stacked(cfgs: Sequence[Config], bundles: Sequence[Any], outs: Sequence[Path]) -> list[dict[str, Any]]:
+def run_numpy_stacked(
+    cfgs: Sequence[Config], bundles: Sequence[Any], outs: Sequence[Path]
+) -> list[dict[str, Any]]:
     """Runs that differ only in their seed, trained as one stack; one finished folder per run.
 
     ``train_seconds`` of each is its share (1/S) of the stack's training time,
     and ``stacked`` says how many networks trained together.
     """
-    for cfg in cfgs:
-        check_config(cfg)
     data = [to_arrays(b) for b in bundles]
     runs = [RunDir(out) for out in outs]
     for cfg, run in zip(cfgs, runs, strict=True):
