@@ -197,14 +197,16 @@ def report_html(tmp_path_factory) -> Path:
     """A real report from tiny runs: a moons sweep (torch vs numpy) and a palindrome length sweep."""
     from nnlab.cli import main
 
-    root = tmp_path_factory.mktemp("browser-report")
+    root, cwd = tmp_path_factory.mktemp("browser-report"), Path.cwd()
     os.chdir(root)
-    moons = ["--set", "train.epochs=40", "--set", "data.n_samples=200", "--seeds", "2"]
-    assert main(["sweep", "seed-moons", *moons, "--grid", "model.backend=torch,numpy", "--out", "moons"]) == 0
-    pal = ["--set", "train.epochs=2", "--set", "data.n_samples=200", "--set", "data.epoch_size=0", "--seeds", "2"]
-    assert main(["sweep", "seed-rnn", *pal, "--grid", "data.length=3..5", "--out", "pal"]) == 0
-    assert main(["report", "moons", "pal", "--out", "report"]) == 0
-    os.chdir(REPO)
+    try:
+        moons = ["--set", "train.epochs=40", "--set", "data.n_samples=200", "--seeds", "2"]
+        assert main(["sweep", "seed-moons", *moons, "--grid", "model.backend=torch,numpy", "--out", "moons"]) == 0
+        pal = ["--set", "train.epochs=2", "--set", "data.n_samples=200", "--set", "data.epoch_size=0", "--seeds", "2"]
+        assert main(["sweep", "seed-rnn", *pal, "--grid", "data.length=3..5", "--out", "pal"]) == 0
+        assert main(["report", "moons", "pal", "--out", "report"]) == 0
+    finally:
+        os.chdir(cwd)
     return root / "report" / "report.html"
 
 

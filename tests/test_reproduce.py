@@ -121,6 +121,8 @@ def test_ctrl_c_stops_workers_cleanly_and_the_next_call_resumes(cli, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "nnlab", *args, "--jobs", "2"], cwd=tmp_path, env=env,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # a shell's background job ignores SIGINT, and Python then keeps ignoring it: restore the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     lines = [proc.stderr.readline()]  # the first progress line: one run finished
     assert lines[0].startswith("[1/4] model.hidden="), lines

@@ -23,3 +23,13 @@ class DataError(NnlabError):
 
 class RunError(NnlabError):
     """A run or sweep folder that cannot be written, read, or resumed."""
+
+
+class TrainingDiverged(NnlabError):
+    """The loss became NaN or inf; the last good checkpoint is kept.
+
+    One line on stderr like every NnlabError, but exit code 1: the input was
+    valid, the optimisation failed.
+    """
+
+    exit_code = 1

@@ -9,8 +9,8 @@ and the course report's own number beside ours (``course_reference``).
 
 Figures go to ``OUT/figures/*.png`` (linked from ``report.md``) and are embedded
 in ``report.html`` as base64, so the HTML opens from disk with no network.
-The document is built once as a list of blocks and rendered twice
-(``nnlab.report_render``).
+The folders are read by ``nnlab.report_data``; the document is built here once,
+as a list of blocks, and rendered twice (``nnlab.report_render``).
 """
 
 from __future__ import annotations

@@ -97,6 +97,8 @@ class TensorLoader:
         if self.shuffle:
             g = epoch_generator(self.seed, self.epoch)
             order = torch.randperm(n, generator=g)  # on the CPU: the same order on every rank
+            if r:  # but each rank its own augmentation draws (rank 0 keeps one process's stream)
+                g = epoch_generator(self.seed + r * 7919, self.epoch)
         else:
             order = torch.arange(n)
         k, n_full = b // w, n // b  # per-rank batch, full global batches

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from nnlab.config import Config, to_toml
-from nnlab.errors import DataError, NnlabError, RunError
+from nnlab.errors import DataError, RunError, TrainingDiverged
 from nnlab.numpy_mlp.fit import DTYPE, Arrays, NumpyFit, fit_stacked
 from nnlab.numpy_mlp.mlp import MLP
 from nnlab.runs import (
@@ -38,12 +38,6 @@ from nnlab.runs import (
     atomic_write_text,
     command_line,
 )
-
-
-class TrainingDiverged(NnlabError):
-    """The loss became NaN or inf. ``nnlab.train`` re-raises it as its own ``TrainingDiverged``."""
-
-    exit_code = 1  # the input was valid; the optimisation failed
 
 
 def to_arrays(bundle: Any) -> Arrays:
