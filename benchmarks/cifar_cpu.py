@@ -13,8 +13,9 @@ images/second of each is reported with the ratio.
 - nnlab: uint8 images resident, batches sliced after one gather per epoch and
   normalised per batch (``TensorLoader`` + ``ImageTransform``), the fused Adam
   that ``build_optimizer`` picks, metrics kept on the device
-  (``train_one_epoch``); also with ``train.channels_last=on`` and with bf16
-  autocast (``train.amp=on``), which are off by default on CPU.
+  (``train_one_epoch``) with its defaults (``auto``: bf16 autocast and
+  channels_last on CPUs with native bf16 units, off on others), and with both
+  forced off and forced on.
 
 ``--rss-steps`` then runs, in a fresh process, a full-size run of seed-cnn's
 model (all 50,000 training images resident) for that many steps plus a full
@@ -40,7 +41,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from nnlab.config import load_config
 from nnlab.data import DataBundle
 from nnlab.models import build_model
-from nnlab.train import build_optimizer, evaluate, make_loaders, train_one_epoch
+from nnlab.train import build_optimizer, evaluate, make_loaders, speed_settings, train_one_epoch
 
 
 def get_data(data_dir: str | None) -> tuple[DataBundle, str]:
@@ -91,12 +92,11 @@ def nnlab_style(data: DataBundle, steps: int, overrides: list[str]) -> float:
     train_loader, _ = make_loaders(cfg, data, device)
     torch.manual_seed(0)
     model = build_model(cfg.model, (3, 32, 32), 10)
-    channels_last = cfg.train.channels_last == "on"
+    amp, channels_last = speed_settings(cfg, device, (3, 32, 32))  # what fit() would pick
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     train_loader.set_epoch(1)
-    amp = cfg.train.amp == "on"
     warm = list(itertools.islice(iter(train_loader), 3))
     train_one_epoch(model, warm, optimizer, amp=amp)
     batches = itertools.islice(iter(train_loader), steps)
@@ -146,9 +146,11 @@ def main() -> None:
     )
     variants = {
         "report-style (DataLoader, float32)": lambda: report_style(data, args.steps),
-        "nnlab (defaults on CPU)": lambda: nnlab_style(data, args.steps, []),
-        "nnlab + channels_last": lambda: nnlab_style(data, args.steps, ["train.channels_last=on"]),
-        "nnlab + channels_last + bf16 amp": lambda: nnlab_style(
+        "nnlab (defaults: amp/channels_last auto)": lambda: nnlab_style(data, args.steps, []),
+        "nnlab, float32 NCHW (amp, channels_last off)": lambda: nnlab_style(
+            data, args.steps, ["train.channels_last=off", "train.amp=off"]
+        ),
+        "nnlab + channels_last + bf16 amp (forced on)": lambda: nnlab_style(
             data, args.steps, ["train.channels_last=on", "train.amp=on"]
         ),
     }
