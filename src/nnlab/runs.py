@@ -180,6 +180,30 @@ class RunDir:
         return read_json(self.summary_path)
 
 
+def completed_summary(result: Any, provenance: dict[str, Any]) -> dict[str, Any]:
+    """``summary.json`` of a finished run from a fit result (torch ``FitResult`` or numpy ``NumpyFit``).
+
+    One builder for every backend, so their summaries keep the same keys.
+    """
+    compile_seconds = getattr(result, "compile_seconds", None)
+    return {
+        "status": "completed",
+        "final_test_acc": result.final["test_acc"],
+        "final_test_loss": result.final["test_loss"],
+        "best_test_acc": result.best_test_acc,
+        "best_epoch": result.best_epoch,
+        "final_train_acc": result.history[-1]["train_acc"],
+        "final_train_loss": result.history[-1]["train_loss"],
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "stop_reason": result.stop_reason,
+        "train_seconds": round(result.train_seconds, 3),
+        "eval_seconds": round(result.eval_seconds, 3),
+        "compile_seconds": None if compile_seconds is None else round(compile_seconds, 3),
+        **provenance,
+    }
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return ""

@@ -393,6 +393,8 @@ def run_torch_stacked(
             "seed": c.train.seed,
             "device": "cpu",
             "world_size": 1,
+            "amp_bf16": False,  # stacks are float32 MLPs (stackable refuses amp on)
+            "channels_last": False,
             "threads": torch.get_num_threads(),
             "n_params": sum(p.numel() for p in model.parameters()),
             "n_train": len(b.y_train),

@@ -25,7 +25,15 @@ from nnlab.data import DataBundle, load_data
 from nnlab.data.loader import TensorLoader
 from nnlab.errors import ConfigError, NnlabError, TrainingDiverged  # noqa: F401 (re-exported)
 from nnlab.models import build_model
-from nnlab.runs import RunDir, command_line, git_commit, load_checkpoint, save_checkpoint, versions
+from nnlab.runs import (
+    RunDir,
+    command_line,
+    completed_summary,
+    git_commit,
+    load_checkpoint,
+    save_checkpoint,
+    versions,
+)
 from nnlab.tensorboard_log import TensorBoardLog, check_available
 
 EVAL_BATCH = 2048  # evaluation has no gradients, so it can use larger batches
@@ -622,22 +630,7 @@ def run_training(
     finally:
         if tensorboard is not None:
             tensorboard.close()
-    summary = {
-        "status": "completed",
-        "final_test_acc": result.final["test_acc"],
-        "final_test_loss": result.final["test_loss"],
-        "best_test_acc": result.best_test_acc,
-        "best_epoch": result.best_epoch,
-        "final_train_acc": result.history[-1]["train_acc"],
-        "final_train_loss": result.history[-1]["train_loss"],
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "stop_reason": result.stop_reason,
-        "train_seconds": round(result.train_seconds, 3),
-        "eval_seconds": round(result.eval_seconds, 3),
-        "compile_seconds": None if result.compile_seconds is None else round(result.compile_seconds, 3),
-        **provenance,
-    }
+    summary = completed_summary(result, provenance)
     from nnlab.plots import plot_curves
 
     if run is not None:

@@ -37,6 +37,7 @@ from nnlab.runs import (
     atomic_write_bytes,
     atomic_write_text,
     command_line,
+    completed_summary,
 )
 
 
@@ -131,6 +132,8 @@ def _provenance(
         "seed": cfg.train.seed,
         "device": "cpu",
         "world_size": 1,
+        "amp_bf16": False,  # NumPy: float64 throughout
+        "channels_last": False,
         "threads": None,
         "n_params": n_params,
         "n_train": len(data.y_train),
@@ -185,22 +188,7 @@ def write_run(
     from nnlab.plots import plot_curves
 
     plot_curves(fit.history, run.path / "curves.png", title=f"{cfg.name} (seed {cfg.train.seed})")
-    summary = {
-        "status": "completed",
-        "final_test_acc": fit.final["test_acc"],
-        "final_test_loss": fit.final["test_loss"],
-        "best_test_acc": fit.best_test_acc,
-        "best_epoch": fit.best_epoch,
-        "final_train_acc": fit.history[-1]["train_acc"],
-        "final_train_loss": fit.history[-1]["train_loss"],
-        "epochs": fit.epochs,
-        "steps": fit.steps,
-        "stop_reason": fit.stop_reason,
-        "train_seconds": round(fit.train_seconds, 3),
-        "eval_seconds": round(fit.eval_seconds, 3),
-        "compile_seconds": None,  # nothing to compile
-        **info,
-    }
+    summary = completed_summary(fit, info)  # NumpyFit has no compile_seconds: recorded as None
     run.write_summary(summary)  # last: a run is finished iff summary.json exists
     return summary
 
