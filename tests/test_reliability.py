@@ -135,3 +135,23 @@ def test_cuda_out_of_memory_is_one_line(cli, monkeypatch):
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "CUDA out of memory" in lines[0] and "train.batch_size" in lines[0]
+
+
+def test_archive_members_cannot_escape(tmp_path, cli):
+    """A tarball with '../' and absolute member names: nothing is written outside (or inside) the data folder."""
+    import io
+    import tarfile
+
+    outside = tmp_path / "outside.txt"
+    absolute = tmp_path / "abs" / "absolute.txt"
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ["../outside.txt", str(absolute), "cifar-10-batches-py/../../outside.txt"]:
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"pwnd"))
+    data = tmp_path / "data"
+    proc = cli("data", "cifar10", "--archive", str(archive), "--dir", str(data))
+    assert_one_line_error(proc, "evil.tar.gz")
+    assert not outside.exists() and not absolute.exists()
+    assert not data.exists() or not any(p.is_file() for p in data.rglob("*"))
