@@ -102,20 +102,14 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
+def _download(cli, folder, url: str, checksum: str):
+    """``nnlab data cifar10 --download`` into ``folder`` from ``url``, expecting ``checksum``."""
+    return cli("data", "cifar10", "--download", "--dir", str(folder), "--url", url, "--md5", checksum, "--no-progress")
+
+
 def test_download_imports_and_removes_archive(cli, server, payload, tmp_path):
     d = tmp_path / "d"
-    proc = cli(
-        "data",
-        "cifar10",
-        "--download",
-        "--dir",
-        str(d),
-        "--url",
-        server.url,
-        "--md5",
-        md5(payload),
-        "--no-progress",
-    )
+    proc = _download(cli, d, server.url, md5(payload))
     assert proc.returncode == 0, proc.stderr
     assert "50 train + 10 test" in proc.stdout
     assert (d / "cifar10" / "meta.json").is_file()
@@ -148,18 +142,7 @@ def test_interrupted_download_resumes_on_rerun(server, payload, tmp_path):
 
 def test_md5_mismatch_leaves_nothing(cli, server, tmp_path):
     d = tmp_path / "d"
-    proc = cli(
-        "data",
-        "cifar10",
-        "--download",
-        "--dir",
-        str(d),
-        "--url",
-        server.url,
-        "--md5",
-        "0" * 32,
-        "--no-progress",
-    )
+    proc = _download(cli, d, server.url, "0" * 32)
     assert_one_line_error(proc, "md5 mismatch", server.url)
     assert not (d / "cifar10").exists()
     assert not any((d / "downloads").iterdir())  # the bad partial file is gone too

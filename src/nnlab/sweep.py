@@ -84,7 +84,8 @@ def plan(cfg: Config, grid: dict[str, list[Any]], seeds: Sequence[int]) -> list[
 
 def _run_one(name: str, cfg: Config, out: str, threads: int) -> dict[str, Any]:
     """Worker body: train one run (in this process or a worker process)."""
-    from nnlab.train import TrainingDiverged, limit_cpu_threads, resume_training, run_training
+    from nnlab.errors import TrainingDiverged
+    from nnlab.train import limit_cpu_threads, resume_training, run_training
 
     if threads:
         limit_cpu_threads(threads)

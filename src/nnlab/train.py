@@ -23,7 +23,7 @@ from nnlab import distributed
 from nnlab.config import Config, OptimConfig, ScheduleConfig, to_toml
 from nnlab.data import DataBundle, load_data
 from nnlab.data.loader import TensorLoader
-from nnlab.errors import ConfigError, NnlabError, TrainingDiverged  # noqa: F401 (re-exported)
+from nnlab.errors import ConfigError, TrainingDiverged
 from nnlab.models import build_model
 from nnlab.runs import (
     RunDir,
