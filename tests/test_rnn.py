@@ -87,6 +87,10 @@ def test_init_forget_bias_and_identity(impl):
     assert torch.all(b[8:16] == 2.5) and torch.all(b[:8] == 0) and torch.all(b[16:] == 0)
     rnn = RecurrentClassifier("rnn", 1, 8, 10, impl=impl, init="identity")
     assert torch.equal(rnn.core.layout()[1], torch.eye(8))
+    # the GRU's update gate (rows z = H..2H) takes update_bias, not forget_bias
+    gru = RecurrentClassifier("gru", 1, 8, 10, impl=impl, forget_bias=2.5, update_bias=-0.5)
+    b = gru.core.layout()[2]
+    assert torch.all(b[8:16] == -0.5) and torch.all(b[:8] == 0) and torch.all(b[16:] == 0)
     gru = RecurrentClassifier("gru", 1, 8, 10, impl=impl, init="orthogonal")
     w_h = gru.core.layout()[1]
     for block in w_h.split(8):

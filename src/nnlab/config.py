@@ -66,7 +66,8 @@ class ModelConfig:
     widths: list[str] = field(default_factory=lambda: ["64", "64", "M3", "128", "128", "M3", "F512"])
     impl: str = "scratch"  # rnn, lstm, gru: scratch (the cell's equations) | fused (torch.nn.RNN/LSTM/GRU)
     init: str = "default"  # rnn, lstm, gru: default (U(+-1/sqrt(hidden))) | orthogonal | identity (rnn's W_hh = I)
-    forget_bias: float = 1.0  # lstm: forget-gate bias at init (gru: its update gate); remembering is the default
+    forget_bias: float = 1.0  # lstm: forget-gate bias at init; remembering is the default
+    update_bias: float = 1.0  # gru: update-gate bias at init (z = sigmoid(1) = 0.73 of h kept per step)
 
 
 @dataclass
@@ -120,6 +121,10 @@ class TrainConfig:
     # torch.compile mode: default | reduce-overhead (CUDA graphs: replays each step's kernels
     # with one launch; for small-batch recipes like seed-cnn; CUDA only) | max-autotune.
     compile_mode: str = "default"
+    # Small MLPs: a training step with hand-derived gradients instead of autograd
+    # (nnlab/manual_step.py; same arithmetic, ~2x less per-step overhead on a CPU).
+    # auto: whenever the run qualifies; on: insist (one-line error saying why not); off: autograd.
+    manual_step: str = "auto"
     # Test-time augmentation for image data, at every evaluation (nnlab/tta.py):
     # 0 off; 1 average the logits of each image and its mirror; 2 also of 1-px translations.
     tta: int = 0
@@ -460,6 +465,7 @@ def validate(cfg: Config) -> None:
     _choice("train.amp", t.amp, ("auto", "on", "off"))
     _choice("train.channels_last", t.channels_last, ("auto", "on", "off"))
     _choice("train.compile_mode", t.compile_mode, ("default", "reduce-overhead", "max-autotune"))
+    _choice("train.manual_step", t.manual_step, ("auto", "on", "off"))
     _require(t.compile or t.compile_mode == "default", "train.compile_mode", "needs train.compile = true", t.compile_mode)
     _require(t.tta in (0, 1, 2), "train.tta", "must be 0 (off), 1 (mirror) or 2 (mirror + translate)", t.tta)
     _require(0 <= t.ema < 1, "train.ema", "must be in [0, 1) (0 = off), e.g. 0.99", t.ema)

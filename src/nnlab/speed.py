@@ -1,7 +1,8 @@
 """Speed options of ``fit`` that need checks or set-up: ``train.compile`` and friends (docs/performance.md).
 
 - ``check_options`` rejects what cannot work here (compile without a backend,
-  CUDA graphs off CUDA, test-time augmentation of non-images) with one line,
+  CUDA graphs off CUDA, test-time augmentation of non-images, a forced
+  ``train.manual_step`` the run does not qualify for) with one line,
   before a run folder is written.
 - ``compile_and_warm_up`` wraps the training model in ``torch.compile`` and
   runs the one-off compilation on purpose, on throw-away forward/backward
@@ -62,6 +63,13 @@ def check_options(cfg: Config, device: torch.device, input_shape: tuple[int, ...
         raise ConfigError(
             f"train.tta: test-time augmentation mirrors and shifts images; {cfg.data.name} has none (set train.tta=0)"
         )
+    if t.manual_step == "on":
+        from nnlab.manual_step import unsupported
+        from nnlab.train import speed_settings
+
+        reason = unsupported(cfg, speed_settings(cfg, device, input_shape)[0])
+        if reason is not None:
+            raise ConfigError(f"train.manual_step: the hand-derived step cannot train this run: {reason}; use auto or off")
     if not t.compile:
         return
     if t.compile_mode == "reduce-overhead" and device.type != "cuda":

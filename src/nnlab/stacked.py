@@ -395,6 +395,7 @@ def run_torch_stacked(
             "world_size": 1,
             "amp_bf16": False,  # stacks are float32 MLPs (stackable refuses amp on)
             "channels_last": False,
+            "manual_step": False,
             "threads": torch.get_num_threads(),
             "n_params": sum(p.numel() for p in model.parameters()),
             "n_train": len(b.y_train),

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab import distributed
+from nnlab import distributed, manual_step
 from nnlab.config import Config, OptimConfig, ScheduleConfig, to_toml
 from nnlab.data import DataBundle, load_data
 from nnlab.data.loader import TensorLoader
@@ -171,6 +171,7 @@ def train_one_epoch(
     track: bool = True,
     amp: bool = False,
     ema=None,
+    manual=None,
 ) -> dict[str, float]:
     """One pass over ``loader``; with ``track``, returns the epoch's mean train loss and accuracy.
 
@@ -178,6 +179,8 @@ def train_one_epoch(
     per step would wait for the device at every step. ``amp`` runs the forward
     pass under bf16 autocast (no loss scaling needed: bf16 has float32's range).
     ``ema`` (a ``nnlab.ema.WeightAverage``) is updated after every optimizer step.
+    ``manual`` (a ``nnlab.manual_step.ManualMLPStep``) replaces autograd and the
+    optimizer's ``step()`` with hand-derived gradients and an in-place update.
     """
     model.train()
     loss_sum = correct = None
@@ -187,34 +190,43 @@ def train_one_epoch(
     # .grad = None directly (what zero_grad(set_to_none=True) does, without its
     # profiler bookkeeping, which costs more than the update itself here).
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    for x, y in loader:
-        if amp:
-            with torch.autocast(x.device.type, dtype=torch.bfloat16):
-                logits = model(x)  # (B, n_classes)
-                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        else:
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        for p in params:
-            p.grad = None
-        loss.backward()
-        if clip_norm > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if ema is not None:
-            ema.update()
-        if track:
-            with torch.no_grad():
-                batch_loss = loss.detach() * len(y)
-                batch_correct = (logits.argmax(1) == y).sum()
-                loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-                correct = batch_correct if correct is None else correct + batch_correct
-            seen += len(y)
+    # autograd on for the epoch; the hand-derived step needs no graph (one switch, not one per step)
+    with torch.set_grad_enabled(manual is None):
+        for x, y in loader:
+            if manual is not None:  # hand-derived gradients, update applied (nnlab/manual_step.py)
+                loss, logits = manual.step(x, y, track)
+            else:
+                logits, loss = _forward_loss(model, x, y, amp, label_smoothing)
+                for p in params:
+                    p.grad = None
+                loss.backward()
+                if clip_norm > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if ema is not None:
+                ema.update()
+            if track:
+                with torch.no_grad():
+                    batch_loss = loss.detach() * len(y)
+                    batch_correct = (logits.argmax(1) == y).sum()
+                    loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+                    correct = batch_correct if correct is None else correct + batch_correct
+                seen += len(y)
     if not track or seen == 0:
         return {}
     return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
+
+
+def _forward_loss(model: nn.Module, x, y, amp: bool, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, mean cross-entropy)``; no autocast context at all unless ``amp`` (it costs per call)."""
+    if amp:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            logits = model(x)  # (B, n_classes)
+            return logits, F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    logits = model(x)
+    return logits, F.cross_entropy(logits, y, label_smoothing=label_smoothing)
 
 
 @torch.no_grad()
@@ -422,6 +434,11 @@ def fit(
         if resume is not None:
             ema.load_state_dict(model, resume["ema"])
     eval_model = ema.model if ema is not None else model
+    manual = None  # small MLPs: hand-derived gradients instead of autograd (train.manual_step)
+    if manual_step.applies(cfg, amp):
+        manual = manual_step.ManualMLPStep(
+            model, optimizer, cfg.model.activation, label_smoothing=t.label_smoothing, clip_norm=t.clip_norm
+        )
     # Under torchrun, train through DDP (it averages gradients over ranks); evaluate and checkpoint `model`.
     train_model = distributed.wrap(model, device)
     compile_seconds = None
@@ -450,6 +467,7 @@ def fit(
                 track=is_eval,
                 amp=amp,
                 ema=ema,
+                manual=manual,
             )
             step += len(train_loader)
             lr = optimizer.param_groups[0]["lr"]
@@ -601,6 +619,7 @@ def run_training(
         # what train.amp / train.channels_last resolved to on this device
         "amp_bf16": (speed := speed_settings(cfg, device, data.input_shape))[0],
         "channels_last": speed[1],
+        "manual_step": manual_step.applies(cfg, speed[0]),  # hand-derived gradients (train.manual_step)
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "n_params": n_params,
         "n_train": len(data.y_train),

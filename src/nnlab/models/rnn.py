@@ -62,6 +62,7 @@ class RecurrentClassifier(nn.Module):
         impl: str = "scratch",
         init: str = "default",
         forget_bias: float = 1.0,
+        update_bias: float = 1.0,
     ) -> None:
         super().__init__()
         self.kind, self.impl = kind, impl
@@ -71,7 +72,7 @@ class RecurrentClassifier(nn.Module):
             else FusedCore(kind, input_size, hidden)
         )
         self.head = nn.Linear(hidden, n_classes)  # o = W_ph h_T + b_o
-        init_recurrent(self.core.layout(), kind, init, forget_bias)
+        init_recurrent(self.core.layout(), kind, init, forget_bias, update_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, I) -> (B, n_classes)
         return self.head(self.core(x))
@@ -81,7 +82,9 @@ class RecurrentClassifier(nn.Module):
 
 
 @torch.no_grad()
-def init_recurrent(layout: Layout, kind: str, init: str, forget_bias: float) -> None:
+def init_recurrent(
+    layout: Layout, kind: str, init: str, forget_bias: float = 1.0, update_bias: float = 1.0
+) -> None:
     """Initialise a core's weights in place, identically for both implementations.
 
     ``default``: every weight ~ U(-1/sqrt(H), 1/sqrt(H)) as torch.nn.RNN does;
@@ -89,9 +92,13 @@ def init_recurrent(layout: Layout, kind: str, init: str, forget_bias: float) -> 
     so signals neither blow up nor die over many steps), W_x Xavier-uniform;
     ``identity`` (rnn only): W_hh = I, h carries itself forward unchanged until
     the inputs teach it otherwise (Le et al., 2015, "IRNN").
-    Biases start at 0, except ``forget_bias`` on the LSTM's forget gate and the
-    GRU's update gate: with it the cell starts out remembering (Jozefowicz et
-    al., 2015) instead of halving its memory at every step.
+    Biases start at 0, except ``forget_bias`` on the LSTM's forget gate and
+    ``update_bias`` on the GRU's update gate: with them the cell starts out
+    remembering (Jozefowicz et al., 2015) instead of halving its memory at every
+    step. The two are separate because they want different values: on the
+    palindromes the LSTM needed 3 at T=50, while 3 made the GRU worse at both
+    ends (one seed in six memorised a wrong rule at T=3; 0.993 against 0.9999
+    at T=50 with 1; docs/palindrome.md).
     """
     w_x, w_h, b_x, b_h = layout
     hidden = w_h.shape[1]
@@ -111,7 +118,7 @@ def init_recurrent(layout: Layout, kind: str, init: str, forget_bias: float) -> 
         if b is not None:
             b.zero_()
     if kind in ("lstm", "gru"):  # LSTM rows i, f, g, o; GRU rows r, z, n: rows H..2H either way
-        b_x[hidden : 2 * hidden] = forget_bias
+        b_x[hidden : 2 * hidden] = forget_bias if kind == "lstm" else update_bias
 
 
 @torch.no_grad()
@@ -156,6 +163,7 @@ def _builder(kind: str):
             impl=cfg.impl,
             init=cfg.init,
             forget_bias=cfg.forget_bias,
+            update_bias=cfg.update_bias,
         )
 
     return build

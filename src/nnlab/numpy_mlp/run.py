@@ -134,6 +134,7 @@ def _provenance(
         "world_size": 1,
         "amp_bf16": False,  # NumPy: float64 throughout
         "channels_last": False,
+        "manual_step": False,
         "threads": None,
         "n_params": n_params,
         "n_train": len(data.y_train),
