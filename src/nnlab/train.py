@@ -448,6 +448,7 @@ def fit(
             mode=t.compile_mode, amp=amp, label_smoothing=t.label_smoothing,
         )
     eval_seconds = 0.0
+    config_dict = cfg.to_dict()  # every checkpoint holds it; it does not change during a run
     bar = Progress(t.epochs, cfg.name, progress if distributed.is_main() else "off")
     start = time.perf_counter() - elapsed_before
     epoch = start_epoch
@@ -512,7 +513,7 @@ def fit(
                 # checkpoint, which resume drops and recomputes (bit for bit).
                 run.append_metrics(row)
                 state = {
-                    **_checkpoint_state(cfg, eval_model, optimizer, scheduler, epoch, step, best_acc),
+                    **_checkpoint_state(cfg, config_dict, eval_model, optimizer, scheduler, epoch, step, best_acc),
                     "best_epoch": best_epoch,
                     "since_best": since_best,
                     "elapsed_s": row["elapsed_s"],
@@ -555,7 +556,7 @@ def _init_sample(train_loader, test_loader, n: int = 5000) -> torch.Tensor:
     return test_loader.transform(x) if test_loader.transform is not None else x
 
 
-def _checkpoint_state(cfg, model, optimizer, scheduler, epoch, step, best_acc) -> dict[str, Any]:
+def _checkpoint_state(cfg, config_dict, model, optimizer, scheduler, epoch, step, best_acc) -> dict[str, Any]:
     """A checkpoint that describes itself; every entry loads with ``weights_only=True``."""
     return {
         "model": model.state_dict(),
@@ -564,7 +565,7 @@ def _checkpoint_state(cfg, model, optimizer, scheduler, epoch, step, best_acc) -
         "epoch": epoch,
         "step": step,
         "best_test_acc": best_acc,
-        "config": cfg.to_dict(),
+        "config": config_dict,  # cfg.to_dict(), made once per run
         "name": cfg.name,
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
