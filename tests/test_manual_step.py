@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import assert_one_line_error
 from nnlab.config import load_config
 from nnlab.data import load_data
 from nnlab.manual_step import ManualMLPStep, unsupported
@@ -114,21 +113,17 @@ def test_unsupported_runs_say_why(preset, overrides, reason):
     assert reason in unsupported(load_config(preset, overrides), amp=False)
 
 
-def test_qualifying_runs_use_it_and_say_so_in_the_summary(tmp_path):
+def test_qualifying_runs_use_it_and_say_so_in_the_summary(tmp_path, cli):
     assert unsupported(load_config("seed-moons"), amp=False) is None
     assert "amp" in unsupported(load_config("seed-moons"), amp=True)
-    out = tmp_path / "run"
-    cli = [sys.executable, "-m", "nnlab", "train", "seed-moons", "--set", "train.epochs=2", "--device", "cpu", "--out"]
-    subprocess.run([*cli, str(out)], check=True, capture_output=True)
-    assert json.loads((out / "summary.json").read_text())["manual_step"] is True
-    subprocess.run([*cli, str(tmp_path / "off"), "--set", "train.manual_step=off"], check=True, capture_output=True)
+    args = ["train", "seed-moons", "--set", "train.epochs=2", "--device", "cpu", "--progress", "off"]
+    assert cli(*args, "--out", "on").returncode == 0
+    assert json.loads((tmp_path / "on" / "summary.json").read_text())["manual_step"] is True
+    assert cli(*args, "--out", "off", "--set", "train.manual_step=off").returncode == 0
     assert json.loads((tmp_path / "off" / "summary.json").read_text())["manual_step"] is False
 
 
-def test_forcing_it_on_a_run_it_cannot_train_is_one_line_exit_2(tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nnlab", "train", "moons", "--set", "model.dropout=0.2", "--set", "train.manual_step=on"]
-    proc = subprocess.run([*cmd, "--device", "cpu", "--out", str(out)], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "train.manual_step" in proc.stderr and "dropout" in proc.stderr
-    assert not out.exists()
+def test_forcing_it_on_a_run_it_cannot_train_is_one_line_exit_2(tmp_path, cli):
+    proc = cli("train", "moons", "--set", "model.dropout=0.2", "--set", "train.manual_step=on", "--out", "run")
+    assert_one_line_error(proc, "train.manual_step", "dropout")
+    assert not (tmp_path / "run").exists()

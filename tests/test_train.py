@@ -121,3 +121,32 @@ def test_loader_order_is_seeded_and_complete():
     b.set_epoch(5)
     assert batches_a != [yb.tolist() for _, yb in b]
     assert len(TensorLoader(x, y, 3, drop_last=True)) == 3
+
+
+def test_init_from_starts_from_that_runs_weights(tmp_path):
+    """A warm start (train.init_from): the new run's first weights are the old run's last ones."""
+    first = load_config("moons", FAST)
+    run_training(first, tmp_path / "a", progress="off")
+    trained = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
+    # lr ~ 0: the second run ends (almost) where it started, so its weights show where that was
+    for source in (tmp_path / "a", tmp_path / "a" / "checkpoints" / "best.pt"):
+        again = load_config("moons", [*FAST, "train.epochs=1", "optim.lr=1e-12", f"train.init_from={source}"])
+        run_training(again, tmp_path / "b", progress="off")
+        started = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
+        want = trained if source.is_dir() else load_checkpoint(source)["model"]
+        for key in want:
+            torch.testing.assert_close(started[key], want[key], rtol=0, atol=1e-6)
+        (tmp_path / "b").rename(tmp_path / f"b-{source.name}")
+
+
+def test_init_from_that_does_not_fit_is_one_line_exit_2(tmp_path, cli):
+    from conftest import assert_one_line_error
+
+    assert cli("train", "moons", *[a for kv in FAST for a in ("--set", kv)], "--out", "a", "--progress", "off").returncode == 0
+    wider = cli("train", "moons", "--set", "model.hidden=8", "--set", "train.init_from=a", "--out", "b")
+    assert_one_line_error(wider, "train.init_from", "net.0.weight is (64, 2), not (8, 2)")
+    missing = cli("train", "moons", "--set", "train.init_from=nowhere", "--out", "c")
+    assert_one_line_error(missing, "nowhere", "not found")
+    numpy = cli("train", "moons", "--set", "model.backend=numpy", "--set", "train.init_from=a", "--out", "d")
+    assert_one_line_error(numpy, "train.init_from")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]

@@ -102,6 +102,10 @@ class TrainConfig:
     target_acc: float = 0.0  # stop at the first evaluation with test_acc >= this (0 = off)
     label_smoothing: float = 0.0
     seed: int = 0
+    # Warm start: a run folder (its checkpoints/last.pt) or a checkpoint file whose model
+    # weights this run starts from; the model.* settings must match. Optimizer, schedule and
+    # counters start fresh. E.g. a length curriculum on the palindromes (docs/palindrome.md).
+    init_from: str = ""
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: int = 0  # CPU threads for torch (0 = pick for the model's size)
     # PyTorch's deterministic algorithms (bit-identical GPU reruns, somewhat slower).
@@ -466,6 +470,12 @@ def validate(cfg: Config) -> None:
     _choice("train.channels_last", t.channels_last, ("auto", "on", "off"))
     _choice("train.compile_mode", t.compile_mode, ("default", "reduce-overhead", "max-autotune"))
     _choice("train.manual_step", t.manual_step, ("auto", "on", "off"))
+    _require(
+        not (t.init_from and cfg.model.backend == "numpy"),
+        "train.init_from",
+        "is for torch models (the numpy backend starts from its own initialisation)",
+        t.init_from,
+    )
     _require(t.compile or t.compile_mode == "default", "train.compile_mode", "needs train.compile = true", t.compile_mode)
     _require(t.tta in (0, 1, 2), "train.tta", "must be 0 (off), 1 (mirror) or 2 (mirror + translate)", t.tta)
     _require(0 <= t.ema < 1, "train.ema", "must be in [0, 1) (0 = off), e.g. 0.99", t.ema)

@@ -39,7 +39,10 @@ def stackable(cfg: Config) -> bool:
     # here so that they are not loaded just to find that out (run_group checks the rest).
     if cfg.data.name in ("cifar10", "imagefolder") or cfg.data.augment:
         return False
+    # ema and init_from (a warm start from one run's weights) are fit's alone.
     if m.name != "mlp" or t.patience or t.target_acc or m.dropout or m.batchnorm or t.tensorboard:
+        return False
+    if t.ema or t.init_from:
         return False
     if m.backend == "numpy":
         return True

@@ -550,6 +550,36 @@ def fit(
     )
 
 
+def load_initial_weights(model: nn.Module, source: str) -> None:
+    """``train.init_from``: start ``model`` from the weights of an earlier run (its ``last.pt``) or a checkpoint.
+
+    Only the weights: the optimizer, schedule and counters start fresh, as in any
+    new run. Loaded with ``weights_only=True``; a file that does not fit the model
+    is a one-line ConfigError naming what differs.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)  # a missing or unreadable file: one-line RunError
+    weights = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ConfigError(f"train.init_from: {path} holds no model weights")
+    own = model.state_dict()
+    problems = [f"{k} missing" for k in own if k not in weights]
+    problems += [f"unexpected {k}" for k in weights if k not in own]
+    problems += [
+        f"{k} is {tuple(weights[k].shape)}, not {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    if problems:
+        raise ConfigError(
+            f"train.init_from: the weights in {path} do not fit this model ({'; '.join(problems[:3])}); "
+            "the model.* settings must match that run's"
+        )
+    model.load_state_dict(weights)
+
+
 def _init_sample(train_loader, test_loader, n: int = 5000) -> torch.Tensor:
     """Up to ``n`` training inputs as the model sees them, unaugmented, for a data-dependent init."""
     x = train_loader.x[:n]
@@ -602,6 +632,8 @@ def run_training(
         return summary
     seed_everything(cfg.train.seed)  # the model's initial weights depend on the seed only
     model = build_model(cfg.model, data.input_shape, data.n_classes).to(device)
+    if cfg.train.init_from and resume is None:  # a resumed run has its own weights in last.pt
+        load_initial_weights(model, cfg.train.init_from)
     from nnlab.speed import check_options
 
     check_options(cfg, device, data.input_shape)  # compile / tta problems: one line, before the folder exists
