@@ -140,3 +140,13 @@ def test_model_config_errors():
         build_model(cfg.model, (5, 1), 10)
     with pytest.raises(ConfigError, match="model.impl"):
         load_config("moons", ["model.impl=cudnn"])
+
+
+def test_init_auto_is_orthogonal_for_rnn_and_default_for_gated_cells():
+    for kind, same_as in (("rnn", "orthogonal"), ("lstm", "default"), ("gru", "default")):
+        torch.manual_seed(5)
+        auto = RecurrentClassifier(kind, 1, 6, 10, init="auto")
+        torch.manual_seed(5)
+        explicit = RecurrentClassifier(kind, 1, 6, 10, init=same_as)
+        for a, b in zip(auto.state_dict().values(), explicit.state_dict().values(), strict=True):
+            assert torch.equal(a, b), kind
