@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -150,3 +152,17 @@ def test_init_auto_is_orthogonal_for_rnn_and_default_for_gated_cells():
         explicit = RecurrentClassifier(kind, 1, 6, 10, init=same_as)
         for a, b in zip(auto.state_dict().values(), explicit.state_dict().values(), strict=True):
             assert torch.equal(a, b), kind
+
+
+def test_chrono_init_scales_the_gate_biases_to_the_length():
+    for kind in ("lstm", "gru"):
+        b = RecurrentClassifier(kind, 1, 32, 10, chrono=50).core.layout()[2]
+        keep = b[32:64]  # forget gate (LSTM), update gate (GRU)
+        assert keep.min() >= 0 and keep.max() <= math.log(49) + 1e-6 and keep.std() > 0.3
+        assert torch.equal(b[:32], -keep) if kind == "lstm" else torch.all(b[:32] == 0)
+        assert torch.all(b[64:] == 0)
+    # through the config: T comes from the data (here 7 digits: u ~ U(1, 6))
+    cfg = load_config("palindrome", ["model.name=gru", "model.chrono=true", "data.length=7"])
+    model = build_model(cfg.model, (7, 1), 10)
+    keep = model.core.layout()[2][64:128]
+    assert keep.min() >= 0 and keep.max() <= math.log(6) + 1e-6

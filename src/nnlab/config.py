@@ -70,6 +70,9 @@ class ModelConfig:
     init: str = "default"
     forget_bias: float = 1.0  # lstm: forget-gate bias at init; remembering is the default
     update_bias: float = 1.0  # gru: update-gate bias at init (z = sigmoid(1) = 0.73 of h kept per step)
+    # lstm, gru: chrono init of those biases instead (Tallec & Ollivier, 2018): unit j keeps
+    # its state ~u_j steps, u_j ~ U(1, T-1) with T = the sequence length (models/rnn.py)
+    chrono: bool = False
 
 
 @dataclass

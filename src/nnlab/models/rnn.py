@@ -63,6 +63,7 @@ class RecurrentClassifier(nn.Module):
         init: str = "default",
         forget_bias: float = 1.0,
         update_bias: float = 1.0,
+        chrono: int = 0,
     ) -> None:
         super().__init__()
         self.kind, self.impl = kind, impl
@@ -72,7 +73,7 @@ class RecurrentClassifier(nn.Module):
             else FusedCore(kind, input_size, hidden)
         )
         self.head = nn.Linear(hidden, n_classes)  # o = W_ph h_T + b_o
-        init_recurrent(self.core.layout(), kind, init, forget_bias, update_bias)
+        init_recurrent(self.core.layout(), kind, init, forget_bias, update_bias, chrono)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, I) -> (B, n_classes)
         return self.head(self.core(x))
@@ -83,7 +84,12 @@ class RecurrentClassifier(nn.Module):
 
 @torch.no_grad()
 def init_recurrent(
-    layout: Layout, kind: str, init: str, forget_bias: float = 1.0, update_bias: float = 1.0
+    layout: Layout,
+    kind: str,
+    init: str,
+    forget_bias: float = 1.0,
+    update_bias: float = 1.0,
+    chrono: int = 0,
 ) -> None:
     """Initialise a core's weights in place, identically for both implementations.
 
@@ -97,6 +103,8 @@ def init_recurrent(
     init failed a seed at T=18 and held 1.00 to T=25 with orthogonal, while the
     orthogonal GRU failed a seed at T=3 that the default one did not: the gated
     cells carry the signal through their gates and need no help from W_h.
+    ``chrono`` > 0 (the sequence length T) replaces those two constants by chrono
+    initialisation, which scales the gates' memory to T (see the code).
     Biases start at 0, except ``forget_bias`` on the LSTM's forget gate and
     ``update_bias`` on the GRU's update gate: with them the cell starts out
     remembering (Jozefowicz et al., 2015) instead of halving its memory at every
@@ -125,7 +133,16 @@ def init_recurrent(
         if b is not None:
             b.zero_()
     if kind in ("lstm", "gru"):  # LSTM rows i, f, g, o; GRU rows r, z, n: rows H..2H either way
-        b_x[hidden : 2 * hidden] = forget_bias if kind == "lstm" else update_bias
+        keep = b_x[hidden : 2 * hidden]  # the forget gate's bias (LSTM), the update gate's (GRU)
+        if chrono:
+            # Chrono init (Tallec & Ollivier, 2018): unit j keeps its state for about u_j
+            # steps, u_j ~ U(1, T-1): b = log u, so sigmoid(b) = u / (1 + u). The LSTM's
+            # input gate gets -b (it writes as little as the unit keeps).
+            keep.copy_(torch.empty(hidden).uniform_(1.0, max(chrono - 1.0, 1.0)).log_())
+            if kind == "lstm":
+                b_x[:hidden] = -keep
+        else:
+            keep.fill_(forget_bias if kind == "lstm" else update_bias)
 
 
 @torch.no_grad()
@@ -171,6 +188,7 @@ def _builder(kind: str):
             init=cfg.init,
             forget_bias=cfg.forget_bias,
             update_bias=cfg.update_bias,
+            chrono=input_shape[0] if cfg.chrono else 0,  # T, the sequence length
         )
 
     return build
