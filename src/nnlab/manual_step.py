@@ -38,16 +38,19 @@ from nnlab import distributed
 if TYPE_CHECKING:
     from nnlab.config import Config
 
-# Each activation's derivative through the ATen kernel autograd itself uses
-# (one call, the same arithmetic): sigmoid' = h (1 - h), tanh' = 1 - h^2 (both
-# from the output h), relu' = [z > 0], and gelu' = Phi(z) + z phi(z) (from the input z).
-_ACTIVATION_BACKWARD = {
-    "sigmoid": lambda grad, z, h: torch.ops.aten.sigmoid_backward(grad, h),
-    "tanh": lambda grad, z, h: torch.ops.aten.tanh_backward(grad, h),
-    "relu": lambda grad, z, h: torch.ops.aten.threshold_backward(grad, h, 0),
-    "gelu": lambda grad, z, h: torch.ops.aten.gelu_backward(grad, z),
+# Each activation's derivative through the ATen kernel autograd itself uses (one call,
+# the same arithmetic): sigmoid' = h (1 - h), tanh' = 1 - h^2, relu' = [h > 0] (all
+# from the output h), gelu' = Phi(z) + z phi(z) (from the input z). Entries:
+# (kernel, whether it takes z rather than h, extra arguments). ``.default`` picks the
+# overload up front: resolving it per call costs more than the kernel here.
+_aten = torch.ops.aten
+_DERIVATIVES = {
+    "sigmoid": (_aten.sigmoid_backward.default, False, ()),
+    "tanh": (_aten.tanh_backward.default, False, ()),
+    "relu": (_aten.threshold_backward.default, False, (0,)),
+    "gelu": (_aten.gelu_backward.default, True, ()),
 }
-_ACTIVATION_FORWARD = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "gelu": F.gelu}
+_ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "gelu": F.gelu}
 
 
 def applies(cfg: Config, amp: bool) -> bool:
@@ -62,7 +65,7 @@ def unsupported(cfg: Config, amp: bool) -> str | None:
         return f"it is written for the torch MLP, not model {m.name!r} (backend {m.backend})"
     if m.batchnorm or m.dropout:
         return "it has no BatchNorm or dropout (set model.batchnorm=false, model.dropout=0)"
-    if m.activation not in _ACTIVATION_BACKWARD:
+    if m.activation not in _DERIVATIVES:
         return f"it has no derivative for activation {m.activation!r}"
     if amp:
         return "it runs in full precision (set train.amp=off)"
@@ -100,11 +103,11 @@ class ManualMLPStep:
         self.optimizer = optimizer
         self.group = optimizer.param_groups[0]
         self.sgd = isinstance(optimizer, torch.optim.SGD) and not self.group.get("maximize", False)
-        self.act = _ACTIVATION_FORWARD[activation]
-        self.act_backward = _ACTIVATION_BACKWARD[activation]
+        self.act = _ACTIVATIONS[activation]
+        self.derivative, self.derivative_of_input, self.derivative_args = _DERIVATIVES[activation]
         self.label_smoothing = label_smoothing
         self.clip_norm = clip_norm
-        self._minus: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}  # label smoothing is fixed
+        self._target = torch.empty(0)  # (B, 1) column of -(1 - eps) for scatter_add_, kept between steps
 
     def step(self, x: torch.Tensor, y: torch.Tensor, track: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
         """One training step on the batch ``(x, y)``; returns ``(mean loss if track else None, logits)``."""
@@ -124,19 +127,21 @@ class ManualMLPStep:
         inputs, pre = [x], []
         h = x
         for lin in self.linears[:-1]:
-            z = torch.addmm(lin.bias, h, lin.weight.t())
+            z = F.linear(h, lin.weight, lin.bias)
             h = self.act(z)
             pre.append(z)
             inputs.append(h)
         last = self.linears[-1]
-        logits = torch.addmm(last.bias, h, last.weight.t())
+        logits = F.linear(h, last.weight, last.bias)
 
         # dL/dlogits = (softmax - target) / B; the target's 1 - eps goes in with one scatter
         batch, n_classes = logits.shape
         grad = torch.softmax(logits, 1)
         if self.label_smoothing:
             grad.sub_(self.label_smoothing / n_classes)
-        grad.scatter_add_(1, y.unsqueeze(1), self._minus_column(batch, grad, 1 - self.label_smoothing))
+        if self._target.shape[0] != batch or self._target.device != grad.device or self._target.dtype != grad.dtype:
+            self._target = torch.full((batch, 1), self.label_smoothing - 1, device=grad.device, dtype=grad.dtype)
+        grad.scatter_add_(1, y.unsqueeze(1), self._target)
         grad.div_(batch)
 
         grads: list[torch.Tensor] = [grad] * len(self.params)  # placeholders: W_0, b_0, W_1, b_1, ...
@@ -144,15 +149,9 @@ class ManualMLPStep:
             grads[2 * i] = torch.mm(grad.t(), inputs[i])  # dL/dW_i
             grads[2 * i + 1] = grad.sum(0)  # dL/db_i
             if i:  # on to the layer below: through W_i, then the activation
-                grad = self.act_backward(torch.mm(grad, self.linears[i].weight), pre[i - 1], inputs[i])
+                at = pre[i - 1] if self.derivative_of_input else inputs[i]
+                grad = self.derivative(torch.mm(grad, self.linears[i].weight), at, *self.derivative_args)
         return logits, grads
-
-    def _minus_column(self, batch: int, like: torch.Tensor, value: float) -> torch.Tensor:
-        """A cached (batch, 1) column of -value: scatter_add_ needs a source tensor."""
-        key = (batch, like.device, like.dtype)
-        if key not in self._minus:
-            self._minus[key] = torch.full((batch, 1), -value, device=like.device, dtype=like.dtype)
-        return self._minus[key]
 
     def _update(self, grads: list[torch.Tensor]) -> None:
         params = self.params
@@ -168,22 +167,29 @@ class ManualMLPStep:
         # torch.optim.SGD's update (dampening as given; momentum buffers where SGD keeps them):
         #   g += wd * p;  buf = momentum * buf + (1 - dampening) * g  (buf = g at first);
         #   g = g + momentum * buf (nesterov) or buf;  p -= lr * g
+        # with torch's multi-tensor kernels (torch._foreach_*, what torch.optim's foreach path
+        # runs): one call per line for all parameters instead of one per parameter.
         group = self.group
         lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
         if isinstance(lr, torch.Tensor):
             lr = lr.item()
-        for p, g in zip(params, grads, strict=True):
-            if wd:
-                g = g.add_(p, alpha=wd)
-            if momentum:
-                state = self.optimizer.state[p]
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = g.clone()
-                else:
-                    buf.mul_(momentum).add_(g, alpha=1 - group["dampening"])
-                g = g.add_(buf, alpha=momentum) if group["nesterov"] else buf
-            p.add_(g, alpha=-lr)
+        if wd:
+            torch._foreach_add_(grads, params, alpha=wd)
+        if momentum:
+            state = self.optimizer.state
+            bufs = [state[p].get("momentum_buffer") for p in params]
+            if any(b is None for b in bufs):  # the first step
+                bufs = [g.clone() for g in grads]
+                for p, b in zip(params, bufs, strict=True):
+                    state[p]["momentum_buffer"] = b
+            else:
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, grads, alpha=1 - group["dampening"])
+            if group["nesterov"]:
+                torch._foreach_add_(grads, bufs, alpha=momentum)
+            else:
+                grads = bufs
+        torch._foreach_add_(params, grads, alpha=-lr)
         # What optimizer.step() would have flagged for the LR scheduler, which otherwise
         # warns that it was stepped before the optimizer ever was.
         self.optimizer._opt_called = True
