@@ -55,12 +55,22 @@ VARIANTS = ("1 proc x 1 thread", "1 proc x 2 threads", "2 ranks x 1 thread")
 def run_variant(variant: str, preset: str, overrides: list[str], out: Path) -> dict:
     """Train one run in a fresh process (or torchrun job); returns its summary.json."""
     threads = 2 if variant == "1 proc x 2 threads" else 1
-    sets = [a for kv in [*overrides, f"train.threads={threads}", "train.device=cpu"] for a in ("--set", kv)]
+    sets = [
+        a
+        for kv in [*overrides, f"train.threads={threads}", "train.device=cpu"]
+        for a in ("--set", kv)
+    ]
     args = ["-m", "nnlab", "train", preset, *sets, "--out", str(out), "--progress", "off"]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["PYTHONPATH"] = str(REPO / "src")
     if variant.startswith("2 ranks"):
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+        ]
         command = [*launcher, *args]
     else:
         command = [sys.executable, *args]
@@ -79,7 +89,9 @@ def main() -> None:
 
     print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, {platform.platform()}, {os.cpu_count()} CPUs")
     print(f"# load average before: {os.getloadavg()[0]:.2f} (shared machine: other jobs may run)\n")
-    print("| workload | variant | train_seconds (min of n) | examples/s | speed-up | final_test_acc |")
+    print(
+        "| workload | variant | train_seconds (min of n) | examples/s | speed-up | final_test_acc |"
+    )
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:

@@ -34,7 +34,12 @@ def wall(code: str) -> float:
 
 def nnlab_importtime_us() -> int:
     """``-X importtime``'s cumulative microseconds for the ``nnlab`` package itself."""
-    err = subprocess.run([sys.executable, "-X", "importtime", "-c", "import nnlab"], capture_output=True, text=True, check=True).stderr
+    err = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import nnlab"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     line = next(x for x in err.splitlines() if x.rstrip().endswith("| nnlab"))
     return int(line.split("|")[1])
 
@@ -50,13 +55,21 @@ def main() -> None:
             times[name].append(wall(code))
         cumulative.append(nnlab_importtime_us())
     for name, values in times.items():
-        print(f"{name:<22} median {statistics.median(values):.3f} s  (min {min(values):.3f}, max {max(values):.3f})")
+        print(
+            f"{name:<22} median {statistics.median(values):.3f} s  (min {min(values):.3f}, max {max(values):.3f})"
+        )
     med = {name: statistics.median(v) for name, v in times.items()}
-    print(f"import nnlab beyond an empty interpreter: {med['import nnlab'] - med['python (empty)']:.3f} s")
-    print(f"import torch, nnlab beyond import torch:  {med['import torch, nnlab'] - med['import torch']:.3f} s")
+    print(
+        f"import nnlab beyond an empty interpreter: {med['import nnlab'] - med['python (empty)']:.3f} s"
+    )
+    print(
+        f"import torch, nnlab beyond import torch:  {med['import torch, nnlab'] - med['import torch']:.3f} s"
+    )
     print(f"-X importtime, nnlab cumulative: median {statistics.median(cumulative) / 1e6:.3f} s")
     probe = f"import sys, nnlab; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
     print(f"heavy libraries loaded by import nnlab: {loaded}")
 
 

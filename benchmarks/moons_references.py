@@ -28,10 +28,14 @@ def main() -> None:
     cfg = load_config("moons").data
     models = {
         "SVC(kernel='rbf')": lambda seed: SVC(kernel="rbf"),
-        "MLPClassifier(hidden_layer_sizes=(20,))": lambda seed: MLPClassifier((20,), max_iter=2000, random_state=seed),
+        "MLPClassifier(hidden_layer_sizes=(20,))": lambda seed: MLPClassifier(
+            (20,), max_iter=2000, random_state=seed
+        ),
     }
     warnings.simplefilter("ignore", ConvergenceWarning)
-    print(f"make_moons n={cfg.n_samples} noise={cfg.noise}, test_fraction={cfg.test_fraction}, seeds 0..{args.seeds - 1}")
+    print(
+        f"make_moons n={cfg.n_samples} noise={cfg.noise}, test_fraction={cfg.test_fraction}, seeds 0..{args.seeds - 1}"
+    )
     print("| model | test accuracy, mean +- std (n) |")
     print("|---|---|")
     for name, make in models.items():

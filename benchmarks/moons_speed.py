@@ -79,7 +79,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1500)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--default-threads", action="store_true", help="also time the report loop at torch's default threads")
+    parser.add_argument(
+        "--default-threads",
+        action="store_true",
+        help="also time the report loop at torch's default threads",
+    )
     args = parser.parse_args()
 
     cfg = load_config("seed-moons", {"train.epochs": args.epochs, "train.device": "cpu"})
@@ -92,16 +96,26 @@ def main() -> None:
             times.setdefault(f"report-style loop, {default_threads} threads", []).append(
                 report_style(data, args.epochs, default_threads)
             )
-        times.setdefault("report-style loop, 1 thread", []).append(report_style(data, args.epochs, 1))
+        times.setdefault("report-style loop, 1 thread", []).append(
+            report_style(data, args.epochs, 1)
+        )
         t, acc = nnlab_fit(cfg, data)
-        times.setdefault("nnlab fit() (training loop; hand-derived MLP step, the default)", []).append(t)
+        times.setdefault(
+            "nnlab fit() (training loop; hand-derived MLP step, the default)", []
+        ).append(t)
         t, _ = nnlab_fit(autograd_cfg, data)
-        times.setdefault("nnlab fit() with train.manual_step=off (autograd + torch.optim)", []).append(t)
-        times.setdefault("nnlab train (loop + run folder, checkpoint per evaluation)", []).append(nnlab_run(cfg))
+        times.setdefault(
+            "nnlab fit() with train.manual_step=off (autograd + torch.optim)", []
+        ).append(t)
+        times.setdefault("nnlab train (loop + run folder, checkpoint per evaluation)", []).append(
+            nnlab_run(cfg)
+        )
     best = {k: min(v) for k, v in times.items()}
     baseline = min(v for k, v in best.items() if k.startswith("report-style"))
     print(f"seed-moons, {args.epochs} epochs, min of {args.repeats} interleaved repeats")
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads available, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads available, torch {torch.__version__}"
+    )
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print()
     print("| variant | seconds (min) | speed-up vs faster report-style loop |")

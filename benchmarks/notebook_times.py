@@ -33,11 +33,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cwd:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", EXECUTE, str(path), cwd], capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", EXECUTE, str(path), cwd], capture_output=True, text=True
+            )
             wall = time.perf_counter() - start
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        status = "ok" if proc.returncode == 0 else f"FAILED: {proc.stderr.strip().splitlines()[-1:]}"
+        status = (
+            "ok" if proc.returncode == 0 else f"FAILED: {proc.stderr.strip().splitlines()[-1:]}"
+        )
         print(f"{path.name:<26} wall {wall:6.1f} s   CPU {cpu:6.1f} s   {status}", flush=True)
 
 

@@ -16,7 +16,9 @@ import nnlab
 from conftest import REPO, assert_one_line_error
 from nnlab import ConfigError, Run, RunError, Sweep
 
-QUICK = {"train": {"epochs": 4, "eval_every": 2}}  # two evaluations of the moons MLP: well under a second
+QUICK = {
+    "train": {"epochs": 4, "eval_every": 2}
+}  # two evaluations of the moons MLP: well under a second
 
 
 def test_overrides_in_every_form_give_the_same_config():
@@ -24,7 +26,9 @@ def test_overrides_in_every_form_give_the_same_config():
     a = nnlab.load_config("moons", {"optim.lr": 3e-3, "model.hidden": [8, 8]})
     b = nnlab.load_config("moons", ["optim.lr=3e-3", "model.hidden=8,8"])
     c = nnlab.load_config("moons", optim={"lr": 3e-3}, model={"hidden": [8, 8]})
-    d = nnlab.load_config(base, optim={"lr": 3e-3}, model={"hidden": [8, 8]})  # a Config as the source
+    d = nnlab.load_config(
+        base, optim={"lr": 3e-3}, model={"hidden": [8, 8]}
+    )  # a Config as the source
     assert a == b == c == d
     assert a.optim.lr == 3e-3 and a.model.hidden == [8, 8] and base.optim.lr != 3e-3
 
@@ -38,7 +42,9 @@ def test_train_returns_a_run_whose_parts_agree(tmp_path):
     assert run.summary["final_test_acc"] == pytest.approx(rows[-1]["test_acc"], abs=1e-6)
     # The model rebuilt from config.toml + checkpoint scores what the run reported.
     model = run.model
-    assert not model.training and sum(p.numel() for p in model.parameters()) == run.summary["n_params"]
+    assert (
+        not model.training and sum(p.numel() for p in model.parameters()) == run.summary["n_params"]
+    )
     assert run.evaluate()["acc"] == pytest.approx(run.summary["final_test_acc"], abs=1e-9)
     fig = run.plot_curves(tmp_path / "c.png")
     assert len(fig.axes) == 2 and (tmp_path / "c.png").stat().st_size > 1000
@@ -50,8 +56,12 @@ def test_train_returns_a_run_whose_parts_agree(tmp_path):
 def test_model_is_the_one_final_test_acc_measured(tmp_path):
     # With early stopping and restore_best the run ends on best.pt: .model must load that one.
     run = nnlab.train(
-        "moons", seed=0, out=tmp_path / "r", progress="off",
-        optim={"lr": 0.3}, train={"epochs": 12, "patience": 1, "restore_best": True},
+        "moons",
+        seed=0,
+        out=tmp_path / "r",
+        progress="off",
+        optim={"lr": 0.3},
+        train={"epochs": 12, "patience": 1, "restore_best": True},
     )
     assert run.evaluate()["acc"] == pytest.approx(run.summary["final_test_acc"], abs=1e-9)
     assert run.evaluate("best")["acc"] == pytest.approx(run.summary["best_test_acc"], abs=1e-9)
@@ -71,13 +81,28 @@ def test_seeds_give_a_sweep_with_mean_std_n(tmp_path):
 
 
 def test_sweep_over_a_grid(tmp_path):
-    sw = nnlab.sweep("moons", {"optim.lr": [1e-3, 1e-2], "train.batch_size": "32,64"}, out=tmp_path / "g", **QUICK)
+    sw = nnlab.sweep(
+        "moons",
+        {"optim.lr": [1e-3, 1e-2], "train.batch_size": "32,64"},
+        out=tmp_path / "g",
+        **QUICK,
+    )
     assert sw.keys == ["optim.lr", "train.batch_size"]
-    assert sorted((r["optim.lr"], r["train.batch_size"]) for r in sw.rows) == [(1e-3, 32), (1e-3, 64), (1e-2, 32), (1e-2, 64)]
+    assert sorted((r["optim.lr"], r["train.batch_size"]) for r in sw.rows) == [
+        (1e-3, 32),
+        (1e-3, 64),
+        (1e-2, 32),
+        (1e-2, 64),
+    ]
     assert len(sw.stats()) == 4 and all(s["n"] == 1 for s in sw.stats())
     # Rerunning into the same folder skips the finished runs: same rows, no retraining.
     before = {r["run"]: r["train_seconds"] for r in sw.rows}
-    again = nnlab.sweep("moons", {"optim.lr": [1e-3, 1e-2], "train.batch_size": "32,64"}, out=tmp_path / "g", **QUICK)
+    again = nnlab.sweep(
+        "moons",
+        {"optim.lr": [1e-3, 1e-2], "train.batch_size": "32,64"},
+        out=tmp_path / "g",
+        **QUICK,
+    )
     assert {r["run"]: r["train_seconds"] for r in again.rows} == before
 
 
@@ -112,7 +137,7 @@ def test_bad_input_raises_configerror_with_the_clis_text(cli, tmp_path):
 def test_open_run_rejects_what_is_not_a_run(tmp_path):
     with pytest.raises(RunError, match="not an nnlab run folder"):
         nnlab.open_run(tmp_path)
-    (tmp_path / "config.toml").write_text('[train]\nepochs = 1\n')
+    (tmp_path / "config.toml").write_text("[train]\nepochs = 1\n")
     with pytest.raises(RunError, match="has not finished"):
         _ = nnlab.open_run(tmp_path).summary
 
@@ -139,7 +164,9 @@ def test_import_nnlab_loads_no_heavy_library():
         "import sys, nnlab; heavy = ('torch', 'matplotlib', 'sklearn', 'numpy', 'tensorboard');"
         "print(sorted(m for m in heavy if m in sys.modules)); nnlab.load_config('moons')"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
@@ -151,13 +178,20 @@ def test_tensorboard_writes_scalars_config_and_graph(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = nnlab.train("moons", out=tmp_path / "r", progress="off", train={"epochs": 4, "eval_every": 2, "tensorboard": True})
+    run = nnlab.train(
+        "moons",
+        out=tmp_path / "r",
+        progress="off",
+        train={"epochs": 4, "eval_every": 2, "tensorboard": True},
+    )
     events = list(run.path.glob("events.out.tfevents.*"))
     assert len(events) == 1
     acc = EventAccumulator(str(run.path))
     acc.Reload()
     tags = acc.Tags()
-    assert {"loss/train", "loss/test", "accuracy/train", "accuracy/test", "lr"} <= set(tags["scalars"])
+    assert {"loss/train", "loss/test", "accuracy/train", "accuracy/test", "lr"} <= set(
+        tags["scalars"]
+    )
     test_acc = [(e.step, e.value) for e in acc.Scalars("accuracy/test")]
     assert test_acc == [(r["epoch"], pytest.approx(r["test_acc"], abs=1e-6)) for r in run.rows]
     assert tags["graph"] and "config/text_summary" in tags["tensors"]
@@ -168,8 +202,11 @@ def test_tensorboard_numpy_backend_replays_its_rows(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = nnlab.train(
-        "moons", out=tmp_path / "r", progress="off",
-        model={"backend": "numpy", "hidden": [8]}, train={"epochs": 4, "eval_every": 2, "tensorboard": True},
+        "moons",
+        out=tmp_path / "r",
+        progress="off",
+        model={"backend": "numpy", "hidden": [8]},
+        train={"epochs": 4, "eval_every": 2, "tensorboard": True},
     )
     acc = EventAccumulator(str(run.path))
     acc.Reload()
@@ -180,7 +217,16 @@ def test_missing_tensorboard_is_one_line_and_writes_nothing(cli, tmp_path, monke
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed: find_spec -> None
     proc = cli("train", "moons", "--set", "train.tensorboard=true", "--out", str(tmp_path / "r"))
     assert_one_line_error(proc, "train.tensorboard", "pip install 'nnlab[tensorboard]'")
-    proc = cli("sweep", "moons", "--set", "train.tensorboard=true", "--seeds", "2", "--out", str(tmp_path / "s"))
+    proc = cli(
+        "sweep",
+        "moons",
+        "--set",
+        "train.tensorboard=true",
+        "--seeds",
+        "2",
+        "--out",
+        str(tmp_path / "s"),
+    )
     assert_one_line_error(proc, "train.tensorboard")
     with pytest.raises(ConfigError, match="tensorboard"):
         nnlab.train("moons", out=tmp_path / "a", train={"tensorboard": True})

@@ -81,26 +81,81 @@ CASES = [
     # --- presets and config files
     ("unknown preset", _none, ["train", "mons"], "unknown preset 'mons'"),
     ("missing toml file", _none, ["train", "nope.toml"], "does not exist"),
-    ("malformed toml", _write("c.toml", "[model\nhidden = 1"), ["train", "c.toml"], "malformed TOML"),
+    (
+        "malformed toml",
+        _write("c.toml", "[model\nhidden = 1"),
+        ["train", "c.toml"],
+        "malformed TOML",
+    ),
     ("binary toml", _write("c.toml", b"\x00\xff\xfe\x80\x81"), ["train", "c.toml"], "c.toml"),
     ("folder named .toml", lambda t: (t / "d.toml").mkdir(), ["train", "d.toml"], "d.toml"),
-    ("unknown section", _write("c.toml", "[optimizer]\nlr = 1\n"), ["train", "c.toml"], "unknown key 'optimizer'"),
-    ("unknown key in section", _write("c.toml", "[model]\nwidth = 3\n"), ["train", "c.toml"], "model.width"),
-    ("string for a float", _write("c.toml", "[optim]\nlr = 'fast'\n"), ["train", "c.toml"], "optim.lr"),
-    ("bool for an int", _write("c.toml", "[train]\nepochs = true\n"), ["train", "c.toml"], "train.epochs"),
-    ("float for an int", _write("c.toml", "[train]\nepochs = 2.5\n"), ["train", "c.toml"], "train.epochs"),
+    (
+        "unknown section",
+        _write("c.toml", "[optimizer]\nlr = 1\n"),
+        ["train", "c.toml"],
+        "unknown key 'optimizer'",
+    ),
+    (
+        "unknown key in section",
+        _write("c.toml", "[model]\nwidth = 3\n"),
+        ["train", "c.toml"],
+        "model.width",
+    ),
+    (
+        "string for a float",
+        _write("c.toml", "[optim]\nlr = 'fast'\n"),
+        ["train", "c.toml"],
+        "optim.lr",
+    ),
+    (
+        "bool for an int",
+        _write("c.toml", "[train]\nepochs = true\n"),
+        ["train", "c.toml"],
+        "train.epochs",
+    ),
+    (
+        "float for an int",
+        _write("c.toml", "[train]\nepochs = 2.5\n"),
+        ["train", "c.toml"],
+        "train.epochs",
+    ),
     ("section not a table", _write("c.toml", "model = 3\n"), ["train", "c.toml"], "[model] table"),
-    ("extends unknown preset", _write("c.toml", 'extends = "nah"\n'), ["train", "c.toml"], "unknown preset 'nah'"),
+    (
+        "extends unknown preset",
+        _write("c.toml", 'extends = "nah"\n'),
+        ["train", "c.toml"],
+        "unknown preset 'nah'",
+    ),
     (
         "extends cycle",
         _both(_write("a.toml", 'extends = "b.toml"\n'), _write("b.toml", 'extends = "a.toml"\n')),
         ["train", "a.toml"],
         "cycle",
     ),
-    ("description not a string", _write("c.toml", "description = 3\n"), ["train", "c.toml"], "description"),
-    ("sweep values not a list", _write("c.toml", '[sweep]\n"optim.lr" = 3\n'), ["sweep", "c.toml"], "optim.lr"),
-    ("sweep unknown key", _write("c.toml", '[sweep]\n"optim.nope" = [1]\n'), ["sweep", "c.toml"], "optim.nope"),
-    ("impossible value in file", _write("c.toml", "[data]\ntest_fraction = 1.5\n"), ["train", "c.toml"], "data.test_fraction"),
+    (
+        "description not a string",
+        _write("c.toml", "description = 3\n"),
+        ["train", "c.toml"],
+        "description",
+    ),
+    (
+        "sweep values not a list",
+        _write("c.toml", '[sweep]\n"optim.lr" = 3\n'),
+        ["sweep", "c.toml"],
+        "optim.lr",
+    ),
+    (
+        "sweep unknown key",
+        _write("c.toml", '[sweep]\n"optim.nope" = [1]\n'),
+        ["sweep", "c.toml"],
+        "optim.nope",
+    ),
+    (
+        "impossible value in file",
+        _write("c.toml", "[data]\ntest_fraction = 1.5\n"),
+        ["train", "c.toml"],
+        "data.test_fraction",
+    ),
     # --- --set overrides
     ("negative lr", _none, [*T, "--set", "optim.lr=-1"], "optim.lr"),
     ("zero lr", _none, [*T, "--set", "optim.lr=0"], "optim.lr"),
@@ -124,7 +179,12 @@ CASES = [
     ("one beta", _none, [*T, "--set", "optim.betas=0.9"], "optim.betas"),
     ("nesterov without momentum", _none, [*T, "--set", "optim.nesterov=true"], "optim.nesterov"),
     ("min_lr above lr", _none, [*T, "--set", "schedule.min_lr=1"], "schedule.min_lr"),
-    ("numpy backend for a cnn", _none, [*T, "--set", "model.name=cnn", "--set", "model.backend=numpy"], "model.backend"),
+    (
+        "numpy backend for a cnn",
+        _none,
+        [*T, "--set", "model.name=cnn", "--set", "model.backend=numpy"],
+        "model.backend",
+    ),
     # --- command line
     ("unknown command", _none, ["frobnicate"], "invalid choice"),
     ("train without a preset", _none, ["train"], "PRESET"),
@@ -143,12 +203,27 @@ CASES = [
     ("out is a file", _write("f", "x"), [*T, "--out", "f"], "not a folder"),
     ("out is not a run", _write("o/notes.txt", "mine"), [*T, "--out", "o"], "not an nnlab run"),
     ("out holds a finished run", _run("r", finished=True), [*T, "--out", "r"], "finished run"),
-    ("sweep out is a run", _run("r", finished=True), ["sweep", "moons", "--out", "r"], "single run"),
+    (
+        "sweep out is a run",
+        _run("r", finished=True),
+        ["sweep", "moons", "--out", "r"],
+        "single run",
+    ),
     ("sweep out is a file", _write("f", "x"), ["sweep", "moons", "--out", "f"], "not a folder"),
-    ("sweep out is foreign", _write("o/notes.txt", "mine"), ["sweep", "moons", "--out", "o"], "not an nnlab sweep"),
+    (
+        "sweep out is foreign",
+        _write("o/notes.txt", "mine"),
+        ["sweep", "moons", "--out", "o"],
+        "not an nnlab sweep",
+    ),
     # --- run folders given to resume
     ("resume a missing folder", _none, ["resume", "nowhere"], "not an nnlab run folder"),
-    ("resume an empty folder", lambda t: (t / "e").mkdir(), ["resume", "e"], "not an nnlab run folder"),
+    (
+        "resume an empty folder",
+        lambda t: (t / "e").mkdir(),
+        ["resume", "e"],
+        "not an nnlab run folder",
+    ),
     ("resume a finished run", _run("r", finished=True), ["resume", "r"], "finished"),
     (
         "resume with a bad config.toml",
@@ -156,12 +231,31 @@ CASES = [
         ["resume", "r"],
         "model.hidden",
     ),
-    ("resume a torn checkpoint", _both(_run("r", finished=False), _write("r/checkpoints/last.pt", b"PK\x03\x04")), ["resume", "r"], "last.pt"),
-    ("resume an empty checkpoint", _both(_run("r", finished=False), _write("r/checkpoints/last.pt", b"")), ["resume", "r"], "last.pt"),
-    ("resume a hostile checkpoint", _both(_run("r", finished=False), _hostile_checkpoint), ["resume", "r"], "last.pt"),
+    (
+        "resume a torn checkpoint",
+        _both(_run("r", finished=False), _write("r/checkpoints/last.pt", b"PK\x03\x04")),
+        ["resume", "r"],
+        "last.pt",
+    ),
+    (
+        "resume an empty checkpoint",
+        _both(_run("r", finished=False), _write("r/checkpoints/last.pt", b"")),
+        ["resume", "r"],
+        "last.pt",
+    ),
+    (
+        "resume a hostile checkpoint",
+        _both(_run("r", finished=False), _hostile_checkpoint),
+        ["resume", "r"],
+        "last.pt",
+    ),
     (
         "resume a checkpoint of another model",
-        _both(_run("r", finished=False), _run("other", finished=False, **{"model.hidden": [5]}), _swap_checkpoint),
+        _both(
+            _run("r", finished=False),
+            _run("other", finished=False, **{"model.hidden": [5]}),
+            _swap_checkpoint,
+        ),
         ["resume", "r"],
         "not written by this run",
     ),
@@ -171,13 +265,25 @@ CASES = [
         ["train", "moons", "--set", "optim.lr=0.5", "--resume", "r"],
         "different config",
     ),
-    ("resume with a bad metrics header", _both(_run("r", finished=False), _write("r/metrics.csv", "a,b\n1,2\n")), ["resume", "r"], "metrics"),
-    ("resume with --out", _run("r", finished=False), ["train", "--resume", "r", "--out", "x"], "--resume"),
+    (
+        "resume with a bad metrics header",
+        _both(_run("r", finished=False), _write("r/metrics.csv", "a,b\n1,2\n")),
+        ["resume", "r"],
+        "metrics",
+    ),
+    (
+        "resume with --out",
+        _run("r", finished=False),
+        ["train", "--resume", "r", "--out", "x"],
+        "--resume",
+    ),
 ]
 
 
 def _snapshot(folder: pathlib.Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("case_id, setup, argv, needle", CASES, ids=[c[0] for c in CASES])

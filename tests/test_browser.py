@@ -56,7 +56,9 @@ def find_chromium() -> str:
         if path:
             return path
     if os.environ.get("CI") == "true":
-        pytest.fail("Chromium is missing, and CI must have it (make test installs Debian's chromium package)")
+        pytest.fail(
+            "Chromium is missing, and CI must have it (make test installs Debian's chromium package)"
+        )
     pytest.skip("no Chromium found; `make test` installs it (apt-get install chromium)")
 
 
@@ -68,8 +70,10 @@ class DevTools:
         self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
-            (f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\n"
-             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+            (
+                f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
         )
         reply = b""
         while b"\r\n\r\n" not in reply:
@@ -146,7 +150,12 @@ class DevTools:
             if m == "Runtime.exceptionThrown":
                 out.append("exception: " + p["exceptionDetails"].get("text", ""))
             elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+                out.append(
+                    "console: "
+                    + " ".join(
+                        str(a.get("value", a.get("description", ""))) for a in p.get("args", [])
+                    )
+                )
             elif m == "Log.entryAdded" and p["entry"].get("level") == "error":
                 out.append("log: " + p["entry"].get("text", ""))
         return out
@@ -163,7 +172,10 @@ def browser(tmp_path_factory):
     )  # fmt: skip
     try:
         port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + 60
-        while not (port_file.is_file() and port_file.read_text().strip()) and time.monotonic() < deadline:
+        while (
+            not (port_file.is_file() and port_file.read_text().strip())
+            and time.monotonic() < deadline
+        ):
             assert proc.poll() is None, "Chromium exited at start"
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
@@ -188,7 +200,9 @@ def render(tools: DevTools, page: Path) -> tuple[dict, list[str]]:
     tools.events.clear()
     tools.call("Page.navigate", url=page.resolve().as_uri())
     tools.wait_for("Page.loadEventFired")
-    check = tools.call("Runtime.evaluate", expression=CHECK_JS, returnByValue=True)["result"]["value"]
+    check = tools.call("Runtime.evaluate", expression=CHECK_JS, returnByValue=True)["result"][
+        "value"
+    ]
     return check, tools.errors()
 
 
@@ -201,8 +215,30 @@ def report_html(tmp_path_factory) -> Path:
     os.chdir(root)
     try:
         moons = ["--set", "train.epochs=40", "--set", "data.n_samples=200", "--seeds", "2"]
-        assert main(["sweep", "seed-moons", *moons, "--grid", "model.backend=torch,numpy", "--out", "moons"]) == 0
-        pal = ["--set", "train.epochs=2", "--set", "data.n_samples=200", "--set", "data.epoch_size=0", "--seeds", "2"]
+        assert (
+            main(
+                [
+                    "sweep",
+                    "seed-moons",
+                    *moons,
+                    "--grid",
+                    "model.backend=torch,numpy",
+                    "--out",
+                    "moons",
+                ]
+            )
+            == 0
+        )
+        pal = [
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "data.n_samples=200",
+            "--set",
+            "data.epoch_size=0",
+            "--seeds",
+            "2",
+        ]
         assert main(["sweep", "seed-rnn", *pal, "--grid", "data.length=3..5", "--out", "pal"]) == 0
         assert main(["report", "moons", "pal", "--out", "report"]) == 0
     finally:
@@ -212,10 +248,14 @@ def report_html(tmp_path_factory) -> Path:
 
 def test_report_renders_in_chromium(browser, report_html):
     text = report_html.read_text(encoding="utf-8")
-    assert "http://" not in text and "https://" not in text, "the report must not load anything from the network"
+    assert "http://" not in text and "https://" not in text, (
+        "the report must not load anything from the network"
+    )
     check, errors = render(browser, report_html)
     assert errors == [], errors
-    assert check["images"] >= 3, check  # curves (x2) and decision boundaries, accuracy against length
+    assert check["images"] >= 3, (
+        check
+    )  # curves (x2) and decision boundaries, accuracy against length
     assert check["broken"] == [], check
     assert check["tables"] >= 3 and check["empty_tables"] == [], check
     shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)

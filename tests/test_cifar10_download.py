@@ -104,7 +104,18 @@ def md5(data: bytes) -> str:
 
 def _download(cli, folder, url: str, checksum: str):
     """``nnlab data cifar10 --download`` into ``folder`` from ``url``, expecting ``checksum``."""
-    return cli("data", "cifar10", "--download", "--dir", str(folder), "--url", url, "--md5", checksum, "--no-progress")
+    return cli(
+        "data",
+        "cifar10",
+        "--download",
+        "--dir",
+        str(folder),
+        "--url",
+        url,
+        "--md5",
+        checksum,
+        "--no-progress",
+    )
 
 
 def test_download_imports_and_removes_archive(cli, server, payload, tmp_path):

@@ -14,7 +14,9 @@ def test_presets_lists_each_with_a_line(cli):
     proc = cli("presets")
     assert proc.returncode == 0
     lines = proc.stdout.strip().splitlines()
-    assert any(line.startswith("seed-moons ") for line in lines) and any(line.startswith("moons ") for line in lines)
+    assert any(line.startswith("seed-moons ") for line in lines) and any(
+        line.startswith("moons ") for line in lines
+    )
 
 
 def test_train_writes_a_run_folder(cli, tmp_path):
@@ -46,7 +48,17 @@ def test_train_seeds_writes_results_and_mean_std(cli, tmp_path):
 
 
 def test_sweep_grid(cli, tmp_path):
-    proc = cli("sweep", "moons", *TINY, "--grid", "model.hidden=8,16", "--grid", "train.epochs=2..3", "--out", "g")
+    proc = cli(
+        "sweep",
+        "moons",
+        *TINY,
+        "--grid",
+        "model.hidden=8,16",
+        "--grid",
+        "train.epochs=2..3",
+        "--out",
+        "g",
+    )
     assert proc.returncode == 0, proc.stderr
     with open(tmp_path / "g" / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -59,7 +71,9 @@ def test_python_dash_m_is_the_cli(tmp_path):
     ok = run_cli("train", "seed-moons", *TINY, "--out", "r", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "r" / "summary.json").exists()
-    assert_one_line_error(run_cli("train", "moons", "--set", "optim.lr=0", cwd=tmp_path), "optim.lr")
+    assert_one_line_error(
+        run_cli("train", "moons", "--set", "optim.lr=0", cwd=tmp_path), "optim.lr"
+    )
     assert run_cli("--help", cwd=tmp_path).returncode == 0
 
 

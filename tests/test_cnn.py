@@ -78,9 +78,16 @@ def test_amp_and_channels_last_train_on_cpu():
     assert amp and channels_last
     # auto: on for image models where the CPU has native bf16 units, never for vectors
     native = _cpu_has_native_bf16()
-    assert speed_settings(load_config("seed-cnn"), torch.device("cpu"), (3, 32, 32)) == (native, native)
+    assert speed_settings(load_config("seed-cnn"), torch.device("cpu"), (3, 32, 32)) == (
+        native,
+        native,
+    )
     assert speed_settings(load_config("moons"), torch.device("cpu"), (2,)) == (False, False)
-    assert speed_settings(load_config("seed-cnn", ["train.amp=off", "train.channels_last=off"]), torch.device("cpu"), (3, 32, 32)) == (False, False)
+    assert speed_settings(
+        load_config("seed-cnn", ["train.amp=off", "train.channels_last=off"]),
+        torch.device("cpu"),
+        (3, 32, 32),
+    ) == (False, False)
     torch.manual_seed(0)
     model = CNN((3, 8, 8), 10, ["8", "M", "F16"]).to(memory_format=torch.channels_last)
     x = torch.randn(32, 3, 8, 8).contiguous(memory_format=torch.channels_last)

@@ -30,7 +30,9 @@ def test_gradients_equal_autograd(activation, hidden, label_smoothing):
     loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
     expected = torch.autograd.grad(loss, list(model.parameters()))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    logits, grads = ManualMLPStep(model, opt, activation, label_smoothing=label_smoothing).gradients(x, y)
+    logits, grads = ManualMLPStep(
+        model, opt, activation, label_smoothing=label_smoothing
+    ).gradients(x, y)
     torch.testing.assert_close(logits, model(x).detach(), rtol=0, atol=1e-12)
     assert len(grads) == len(expected)
     for got, want in zip(grads, expected, strict=True):
@@ -51,8 +53,18 @@ def _fit(overrides, manual: str):
     "overrides",
     [
         [],  # the report's SGD
-        ["optim.momentum=0.9", "optim.nesterov=true", "optim.weight_decay=1e-3", "schedule.name=cosine"],
-        ["optim.momentum=0.9", "optim.weight_decay=1e-2", "train.clip_norm=0.5", "train.label_smoothing=0.1"],
+        [
+            "optim.momentum=0.9",
+            "optim.nesterov=true",
+            "optim.weight_decay=1e-3",
+            "schedule.name=cosine",
+        ],
+        [
+            "optim.momentum=0.9",
+            "optim.weight_decay=1e-2",
+            "train.clip_norm=0.5",
+            "train.label_smoothing=0.1",
+        ],
         ["optim.name=adam", "optim.lr=1e-2", "model.activation=relu", "model.hidden=16,8"],
         ["optim.name=rmsprop", "optim.lr=1e-3", "model.activation=tanh", "train.clip_norm=1"],
     ],
@@ -60,7 +72,9 @@ def _fit(overrides, manual: str):
 def test_training_matches_autograd_and_torch_optim(overrides):
     manual_model, manual_rows = _fit(overrides, "on")
     auto_model, auto_rows = _fit(overrides, "off")
-    for a, b in zip(manual_model.state_dict().values(), auto_model.state_dict().values(), strict=True):
+    for a, b in zip(
+        manual_model.state_dict().values(), auto_model.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert [r["epoch"] for r in manual_rows] == [r["epoch"] for r in auto_rows]
     for mine, theirs in zip(manual_rows, auto_rows, strict=True):
@@ -78,7 +92,10 @@ def test_momentum_buffers_live_where_sgd_keeps_them():
     step.step(x, y)
     state = opt.state_dict()["state"]
     assert sorted(state) == [0, 1, 2, 3]
-    assert all(s["momentum_buffer"].shape == p.shape for s, p in zip(state.values(), model.parameters(), strict=True))
+    assert all(
+        s["momentum_buffer"].shape == p.shape
+        for s, p in zip(state.values(), model.parameters(), strict=True)
+    )
 
 
 def test_step_returns_loss_only_when_tracking():
@@ -116,7 +133,16 @@ def test_unsupported_runs_say_why(preset, overrides, reason):
 def test_qualifying_runs_use_it_and_say_so_in_the_summary(tmp_path, cli):
     assert unsupported(load_config("seed-moons"), amp=False) is None
     assert "amp" in unsupported(load_config("seed-moons"), amp=True)
-    args = ["train", "seed-moons", "--set", "train.epochs=2", "--device", "cpu", "--progress", "off"]
+    args = [
+        "train",
+        "seed-moons",
+        "--set",
+        "train.epochs=2",
+        "--device",
+        "cpu",
+        "--progress",
+        "off",
+    ]
     assert cli(*args, "--out", "on").returncode == 0
     assert json.loads((tmp_path / "on" / "summary.json").read_text())["manual_step"] is True
     assert cli(*args, "--out", "off", "--set", "train.manual_step=off").returncode == 0
@@ -124,6 +150,15 @@ def test_qualifying_runs_use_it_and_say_so_in_the_summary(tmp_path, cli):
 
 
 def test_forcing_it_on_a_run_it_cannot_train_is_one_line_exit_2(tmp_path, cli):
-    proc = cli("train", "moons", "--set", "model.dropout=0.2", "--set", "train.manual_step=on", "--out", "run")
+    proc = cli(
+        "train",
+        "moons",
+        "--set",
+        "model.dropout=0.2",
+        "--set",
+        "train.manual_step=on",
+        "--out",
+        "run",
+    )
     assert_one_line_error(proc, "train.manual_step", "dropout")
     assert not (tmp_path / "run").exists()

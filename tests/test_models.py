@@ -20,7 +20,10 @@ EXAMPLE_INPUTS = {
     "rnn": ((6, 1), ["model.hidden=16"]),  # (T, features): palindrome digits as scalars
     "lstm": ((6, 10), ["model.hidden=16", "model.impl=fused"]),
     "gru": ((6, 10), ["model.hidden=16"]),
-    "cnn": ((3, 16, 16), ["model.widths=8,M,R8,GM,F16", "model.batchnorm=true", "model.dropout=0.1"]),
+    "cnn": (
+        (3, 16, 16),
+        ["model.widths=8,M,R8,GM,F16", "model.batchnorm=true", "model.dropout=0.1"],
+    ),
     "cnn-fast": ((3, 16, 16), ["model.widths=8,16", "model.activation=gelu"]),
 }
 

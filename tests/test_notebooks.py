@@ -48,7 +48,9 @@ def test_notebook_is_stored_without_outputs(path):
     nbformat.validate(nb)
     for cell in nb.cells:
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: clear the outputs"
+            assert cell.outputs == [] and cell.execution_count is None, (
+                f"{path.name}: clear the outputs"
+            )
     first_code = next(c for c in nb.cells if c.cell_type == "code").source
     assert "FULL = False" in first_code, f"{path.name}: its first code cell should set FULL = False"
 
@@ -57,7 +59,9 @@ def _small_cifar10_tree(archive: Path, dest: Path) -> Path:
     """``dest/cifar10-jpeg/{train,test}/<class>/NNNN.jpg``: the first PER_CLASS images of each class."""
     patterns = ["cifar10-jpeg/train/*/00[0-9][0-9].jpg", "cifar10-jpeg/test/*/00[0-4][0-9].jpg"]
     if shutil.which("tar"):  # GNU tar skims the 19 MB archive in about a second
-        subprocess.run(["tar", "xzf", str(archive), "-C", str(dest), "--wildcards", *patterns], check=True)
+        subprocess.run(
+            ["tar", "xzf", str(archive), "-C", str(dest), "--wildcards", *patterns], check=True
+        )
     else:  # Python's tarfile does the same, several times slower
         counts: dict[tuple[str, str], int] = {}
         with tarfile.open(archive, "r|gz") as tar:
@@ -74,7 +78,10 @@ def _small_cifar10_tree(archive: Path, dest: Path) -> Path:
     tree = dest / "cifar10-jpeg"
     for split, n in PER_CLASS.items():
         classes = sorted(p for p in (tree / split).iterdir())
-        assert len(classes) == 10 and all(len(list(c.iterdir())) == n for c in classes), (split, classes)
+        assert len(classes) == 10 and all(len(list(c.iterdir())) == n for c in classes), (
+            split,
+            classes,
+        )
     return tree
 
 
@@ -100,7 +107,13 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch, request):
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError, naming the cell, on any error
     seconds = time.perf_counter() - start
-    print(f"{path.name}: {seconds:.1f} s")  # shown with pytest -s; docs/api.md has the measured times
-    images = sum("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
+    print(
+        f"{path.name}: {seconds:.1f} s"
+    )  # shown with pytest -s; docs/api.md has the measured times
+    images = sum(
+        "image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", [])
+    )
     assert images >= 1, f"{path.name}: drew no figure"
-    assert list((tmp_path / "runs").iterdir()), "the notebook's runs should go to its working folder"
+    assert list((tmp_path / "runs").iterdir()), (
+        "the notebook's runs should go to its working folder"
+    )

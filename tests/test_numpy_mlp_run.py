@@ -225,7 +225,9 @@ def test_numpy_divergence_is_recorded_like_torch(cli, tmp_path):
     assert json.loads((tmp_path / "div" / "summary.json").read_text())["status"] == "diverged"
 
 
-@pytest.mark.parametrize("setting", [None, "train.ema=0.9", "train.init_from=somewhere", "train.patience=3"])
+@pytest.mark.parametrize(
+    "setting", [None, "train.ema=0.9", "train.init_from=somewhere", "train.patience=3"]
+)
 def test_only_settings_the_stack_implements_are_stacked(setting):
     """A stacked run must train exactly like a lone one: settings only fit has keep runs lone."""
     from nnlab.stacked import stackable

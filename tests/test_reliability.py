@@ -74,7 +74,15 @@ def test_checkpoint_write_failure_mid_run_is_clean(tmp_path, monkeypatch, cli):
         real_save(path, state)
 
     monkeypatch.setattr("nnlab.train.save_checkpoint", flaky_save)
-    proc = cli("train", "moons", *[a for kv in FAST for a in ("--set", kv)], "--out", "r", "--progress", "off")
+    proc = cli(
+        "train",
+        "moons",
+        *[a for kv in FAST for a in ("--set", kv)],
+        "--out",
+        "r",
+        "--progress",
+        "off",
+    )
     assert_one_line_error(proc, "No space left on device")
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert state["epoch"] == 2
@@ -100,9 +108,18 @@ def test_nan_loss_stops_with_one_line_and_records_it(tmp_path, cli):
     proc = cli("train", "moons", *args, "--out", "r", "--progress", "off")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "epoch" in lines[0] and "optim.lr" in lines[0] and "Traceback" not in proc.stderr
+    assert (
+        len(lines) == 1
+        and "epoch" in lines[0]
+        and "optim.lr" in lines[0]
+        and "Traceback" not in proc.stderr
+    )
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["status"] == "diverged" and summary["final_test_acc"] is None and "nan" in summary["error"]
+    assert (
+        summary["status"] == "diverged"
+        and summary["final_test_acc"] is None
+        and "nan" in summary["error"]
+    )
 
 
 def test_same_config_and_seed_is_bit_identical(tmp_path):
@@ -111,7 +128,10 @@ def test_same_config_and_seed_is_bit_identical(tmp_path):
     run_training(cfg, tmp_path / "b", progress="off")
 
     def rows(run):  # every column but elapsed_s (wall time)
-        return [line.rsplit(",", 1)[0] for line in (tmp_path / run / "metrics.csv").read_text().splitlines()]
+        return [
+            line.rsplit(",", 1)[0]
+            for line in (tmp_path / run / "metrics.csv").read_text().splitlines()
+        ]
 
     assert rows("a") == rows("b")
     wa = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
@@ -120,7 +140,12 @@ def test_same_config_and_seed_is_bit_identical(tmp_path):
 
 
 def test_save_checkpoint_is_weights_only_loadable(tmp_path):
-    state = {"model": {"w": torch.ones(2)}, "epoch": 3, "rng": torch.get_rng_state(), "config": {"a": [1, 2]}}
+    state = {
+        "model": {"w": torch.ones(2)},
+        "epoch": 3,
+        "rng": torch.get_rng_state(),
+        "config": {"a": [1, 2]},
+    }
     save_checkpoint(tmp_path / "c.pt", state)
     again = torch.load(tmp_path / "c.pt", weights_only=True)
     assert again["epoch"] == 3 and torch.equal(again["model"]["w"], torch.ones(2))
@@ -128,7 +153,9 @@ def test_save_checkpoint_is_weights_only_loadable(tmp_path):
 
 def test_cuda_out_of_memory_is_one_line(cli, monkeypatch):
     def oom(*args, **kwargs):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+        raise torch.cuda.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB\nmore details"
+        )
 
     monkeypatch.setattr("nnlab.train.fit", oom)
     proc = cli("train", "moons", "--set", "train.epochs=1", "--out", "r")

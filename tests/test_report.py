@@ -33,8 +33,35 @@ def runs(tmp_path_factory) -> Path:
     cwd = Path.cwd()
     os.chdir(root)
     try:
-        assert main(["sweep", "seed-moons", *TINY_MOONS, "--grid", "model.backend=torch,numpy", "--out", "moons"]) == 0
-        assert main(["train", "seed-rnn", "--set", "train.epochs=2", "--progress", "off", "--out", "rnn"]) == 0
+        assert (
+            main(
+                [
+                    "sweep",
+                    "seed-moons",
+                    *TINY_MOONS,
+                    "--grid",
+                    "model.backend=torch,numpy",
+                    "--out",
+                    "moons",
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "train",
+                    "seed-rnn",
+                    "--set",
+                    "train.epochs=2",
+                    "--progress",
+                    "off",
+                    "--out",
+                    "rnn",
+                ]
+            )
+            == 0
+        )
     finally:
         os.chdir(cwd)
     return root
@@ -48,7 +75,9 @@ def test_report_has_tables_figures_and_the_course_numbers(cli, runs, tmp_path):
     proc = cli("report", str(runs / "moons"), str(runs / "rnn"), "--out", "rep")
     assert proc.returncode == 0, proc.stderr
     assert "report: rep/report.html" in proc.stdout
-    assert re.search(r"seed-moons\s+backend=torch\s+\d+\.\d+ \+- \d+\.\d+% \(n=2\)", proc.stdout), proc.stdout
+    assert re.search(r"seed-moons\s+backend=torch\s+\d+\.\d+ \+- \d+\.\d+% \(n=2\)", proc.stdout), (
+        proc.stdout
+    )
     md = (tmp_path / "rep" / "report.md").read_text()
     html = (tmp_path / "rep" / "report.html").read_text()
     # the course report's numbers beside ours, per setting
@@ -77,7 +106,9 @@ def test_report_of_a_folder_of_experiments(cli, runs, tmp_path):
 
 def test_half_finished_runs_in_a_sweep_are_skipped_with_a_notice(cli, runs, tmp_path):
     sweep = copy(runs, "moons", tmp_path)
-    (sweep / "model.backend=numpy__seed=1" / "summary.json").unlink()  # as if killed before it finished
+    (
+        sweep / "model.backend=numpy__seed=1" / "summary.json"
+    ).unlink()  # as if killed before it finished
     proc = cli("report", str(sweep), "--out", "rep")
     assert proc.returncode == 0, proc.stderr
     assert "skipped" in proc.stderr and "model.backend=numpy__seed=1" in proc.stderr
@@ -118,16 +149,25 @@ def test_a_corrupt_summary(cli, runs, tmp_path):
 
 def test_course_reference():
     def cfg(data, model, backend="torch", length=5):
-        return {"data": {"name": data, "length": length}, "model": {"name": model, "backend": backend}}
+        return {
+            "data": {"name": data, "length": length},
+            "model": {"name": model, "backend": backend},
+        }
 
     assert course_reference(cfg("moons", "mlp")).value == 0.91
     assert course_reference(cfg("moons", "mlp", "numpy")).value == 0.96
     assert course_reference(cfg("cifar10", "mlp")).value == 0.55
     cnn = course_reference(cfg("imagefolder", "cnn"))
-    assert cnn.value == 0.7969 and cnn.metric == "best_test_acc"  # the report's CNN figure is its best epoch
+    assert (
+        cnn.value == 0.7969 and cnn.metric == "best_test_acc"
+    )  # the report's CNN figure is its best epoch
     assert course_reference(cfg("palindrome", "rnn", length=5)).value == 1.0
-    assert course_reference(cfg("palindrome", "lstm", length=9)).value is None  # a falling curve, no numbers
-    assert course_reference(cfg("palindrome", "rnn", length=30)) is None  # beyond the report's 3..11
+    assert (
+        course_reference(cfg("palindrome", "lstm", length=9)).value is None
+    )  # a falling curve, no numbers
+    assert (
+        course_reference(cfg("palindrome", "rnn", length=30)) is None
+    )  # beyond the report's 3..11
     assert course_reference(cfg("circles", "mlp")) is None
 
 
@@ -138,5 +178,9 @@ def test_mean_std_curves_with_runs_of_different_length(tmp_path):
     def run(n, acc):
         return [{"epoch": e, "test_acc": acc, "train_loss": 1.0 / e} for e in range(1, n + 1)]
 
-    path = plot_curves_mean_std({"a": [run(5, 0.8), run(9, 0.9)], "b": [run(9, 0.5)]}, tmp_path / "c.png", references=[(0.91, "ref")])
+    path = plot_curves_mean_std(
+        {"a": [run(5, 0.8), run(9, 0.9)], "b": [run(9, 0.5)]},
+        tmp_path / "c.png",
+        references=[(0.91, "ref")],
+    )
     assert path.stat().st_size > 5000

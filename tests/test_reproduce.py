@@ -42,21 +42,35 @@ def test_every_step_is_a_valid_config(scale):
         for key in step.grid:
             cfg.get(key)  # a grid over a key that does not exist fails here
         if step.cifar:  # the same config trains on an ImageFolder copy (--cifar10 tree/.tar.gz)
-            load_config(step.preset, {**step.overrides, "data.name": "imagefolder", "data.dir": "x"})
+            load_config(
+                step.preset, {**step.overrides, "data.name": "imagefolder", "data.dir": "x"}
+            )
 
 
 def test_the_lists_cover_the_course_report():
     for steps in (QUICK, FULL):
         presets = {s.preset for s in steps}
-        assert {"seed-moons", "seed-cifar-mlp", "seed-cnn", "seed-rnn"} <= presets  # the report's experiments
+        assert {
+            "seed-moons",
+            "seed-cifar-mlp",
+            "seed-cnn",
+            "seed-rnn",
+        } <= presets  # the report's experiments
         assert {"moons", "palindrome-lengths"} <= presets  # ours beside them
         moons = next(s for s in steps if s.key == "seed-moons")
-        assert moons.grid["model.backend"] == ["torch", "numpy"]  # its 91% PyTorch and 96% NumPy MLPs
+        assert moons.grid["model.backend"] == [
+            "torch",
+            "numpy",
+        ]  # its 91% PyTorch and 96% NumPy MLPs
         lengths = next(s for s in steps if s.key == "seed-rnn-lengths").grid["data.length"]
         assert min(lengths) == 3 and max(lengths) == 11  # the report's 3..11 curve
     for s in FULL:  # --full is the presets as they are
         assert not s.overrides
-    assert all(course_reference(load_config(s.preset).to_dict()) for s in QUICK if s.preset.startswith("seed-"))
+    assert all(
+        course_reference(load_config(s.preset).to_dict())
+        for s in QUICK
+        if s.preset.startswith("seed-")
+    )
 
 
 @pytest.fixture
@@ -74,7 +88,9 @@ def cifar_folder(tmp_path) -> Path:
 
 def test_smoke_runs_the_quick_list_end_to_end(cli, tmp_path, monkeypatch, cifar_folder):
     monkeypatch.setenv("NNLAB_DATA", str(tmp_path / "data"))
-    proc = cli("reproduce", "--smoke", "--cifar10", str(cifar_folder), "--out", "rep", "--jobs", "1")
+    proc = cli(
+        "reproduce", "--smoke", "--cifar10", str(cifar_folder), "--out", "rep", "--jobs", "1"
+    )
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "rep"
     for step in QUICK:  # every step of the real quick list ran, as a sweep folder
@@ -82,7 +98,9 @@ def test_smoke_runs_the_quick_list_end_to_end(cli, tmp_path, monkeypatch, cifar_
         assert rows and all(r["final_test_acc"] for r in rows), step.key
     html = out / "report" / "report.html"
     assert f"report: {html.resolve()}" in proc.stdout
-    assert "seed-cnn" in proc.stdout and "79.69% best epoch" in proc.stdout  # the summary table on the terminal
+    assert (
+        "seed-cnn" in proc.stdout and "79.69% best epoch" in proc.stdout
+    )  # the summary table on the terminal
     md = (out / "report" / "report.md").read_text()
     for part in ("make_moons", "MLP on CIFAR-10", "CNN on CIFAR-10", "palindromes"):
         assert part in md
@@ -108,7 +126,9 @@ def test_without_cifar10_it_says_once_and_runs_the_rest(tmp_path, monkeypatch, c
 def test_a_bad_cifar10_path(cli, tmp_path):
     from conftest import assert_one_line_error
 
-    assert_one_line_error(cli("reproduce", "--smoke", "--cifar10", "nowhere.tar.gz"), "--cifar10 nowhere.tar.gz")
+    assert_one_line_error(
+        cli("reproduce", "--smoke", "--cifar10", "nowhere.tar.gz"), "--cifar10 nowhere.tar.gz"
+    )
 
 
 # --------------------------------------------------------------------------- the sweep underneath
@@ -127,7 +147,10 @@ def test_ctrl_c_stops_workers_cleanly_and_the_next_call_resumes(cli, tmp_path):
     lines = [proc.stderr.readline()]  # the first progress line: one run finished
     assert lines[0].startswith("[1/4] model.hidden="), lines
     deadline = time.monotonic() + 120
-    while not any((p / "checkpoints" / "last.pt").exists() and not (p / "summary.json").exists() for p in (tmp_path / "s").iterdir()):
+    while not any(
+        (p / "checkpoints" / "last.pt").exists() and not (p / "summary.json").exists()
+        for p in (tmp_path / "s").iterdir()
+    ):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
@@ -141,10 +164,14 @@ def test_ctrl_c_stops_workers_cleanly_and_the_next_call_resumes(cli, tmp_path):
     again = cli(*args, "--jobs", "1")
     assert again.returncode == 0, again.stderr
     assert f"{finished} of 4 runs already finished" in again.stderr
-    assert len([ln for ln in again.stderr.splitlines() if ln.startswith("[")]) == 4 - finished  # a line per run
+    assert (
+        len([ln for ln in again.stderr.splitlines() if ln.startswith("[")]) == 4 - finished
+    )  # a line per run
     rows = read_csv(tmp_path / "s" / "results.csv")
     assert sorted(r["model.hidden"] for r in rows) == ["16", "32", "64", "8"]
-    for p in (tmp_path / "s").glob("model.hidden=*"):  # resumed runs have every epoch once, in order
+    for p in (tmp_path / "s").glob(
+        "model.hidden=*"
+    ):  # resumed runs have every epoch once, in order
         epochs = [int(float(r["epoch"])) for r in read_csv(p / "metrics.csv")]
         assert epochs == list(range(1, 151)), p.name
 

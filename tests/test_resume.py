@@ -20,8 +20,14 @@ from nnlab.config import load_config
 from nnlab.runs import load_checkpoint
 from nnlab.train import run_training
 
-SETTINGS = {"train.epochs": 60, "train.eval_every": 1, "train.device": "cpu", "model.dropout": 0.1,
-            "data.n_samples": 400, "schedule.name": "cosine"}
+SETTINGS = {
+    "train.epochs": 60,
+    "train.eval_every": 1,
+    "train.device": "cpu",
+    "model.dropout": 0.1,
+    "data.n_samples": 400,
+    "schedule.name": "cosine",
+}
 SET_ARGS = [a for k, v in SETTINGS.items() for a in ("--set", f"{k}={v}")]
 
 
@@ -80,7 +86,9 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, reference):
         ours, ref = _weights(out), _weights(reference)
         assert all(torch.equal(ours[k], ref[k]) for k in ref)
         assert not list(out.glob(".*.tmp")) and not list(out.glob("checkpoints/.*.tmp"))
-    print(f"kill test: {kills} kills over {rounds} runs, {mid_write} during a file write; all resumed to identical results")
+    print(
+        f"kill test: {kills} kills over {rounds} runs, {mid_write} during a file write; all resumed to identical results"
+    )
 
 
 def _check_not_torn(out):
@@ -115,7 +123,9 @@ def test_resume_repairs_a_torn_metrics_line(tmp_path, reference, cli, monkeypatc
     monkeypatch.undo()
     text = (out / "metrics.csv").read_text()
     assert text.splitlines()[-1].startswith("44,")
-    (out / "metrics.csv").write_text(text + "45,1125,0.12")  # and a torn line, as a kill mid-append leaves
+    (out / "metrics.csv").write_text(
+        text + "45,1125,0.12"
+    )  # and a torn line, as a kill mid-append leaves
     proc = cli("resume", str(out), "--progress", "off")
     assert proc.returncode == 0, proc.stderr
     assert _rows(out) == _rows(reference)
@@ -131,10 +141,16 @@ def test_resume_bad_inputs(tmp_path, reference, cli):
     run_training(load_config("moons", {**SETTINGS, "train.epochs": 2}), other, progress="off")
     (other / "summary.json").unlink()
     mlp = tmp_path / "mlp"
-    run_training(load_config("moons", {**SETTINGS, "train.epochs": 2, "model.hidden": [5]}), mlp, progress="off")
+    run_training(
+        load_config("moons", {**SETTINGS, "train.epochs": 2, "model.hidden": [5]}),
+        mlp,
+        progress="off",
+    )
     (other / "checkpoints" / "last.pt").write_bytes((mlp / "checkpoints" / "last.pt").read_bytes())
     assert_one_line_error(cli("resume", str(other)), "not written by this run's config")
     # asking to resume with another config
     (mlp / "summary.json").unlink()
-    assert_one_line_error(cli("train", "moons", *SET_ARGS, "--resume", str(mlp)), "different config")
+    assert_one_line_error(
+        cli("train", "moons", *SET_ARGS, "--resume", str(mlp)), "different config"
+    )
     assert_one_line_error(cli("train", "--resume", str(mlp), "--seeds", "2"), "--resume")

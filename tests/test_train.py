@@ -38,14 +38,34 @@ def test_run_folder_contract(tmp_path):
     cfg = load_config("moons", FAST)
     summary = run_training(cfg, tmp_path / "run", progress="off")
     run = tmp_path / "run"
-    for name in ("config.toml", "metrics.csv", "summary.json", "curves.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        "config.toml",
+        "metrics.csv",
+        "summary.json",
+        "curves.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (run / name).is_file(), name
     assert (run / "metrics.csv").read_text().splitlines()[0].split(",") == METRIC_COLUMNS
     rows = read_metrics(run / "metrics.csv")
     assert len(rows) == 4
     on_disk = json.loads((run / "summary.json").read_text())
-    assert on_disk["final_test_acc"] == summary["final_test_acc"] == pytest.approx(rows[-1]["test_acc"], abs=1e-6)
-    for key in ("best_test_acc", "final_test_loss", "epochs", "train_seconds", "seed", "device", "versions", "git_commit"):
+    assert (
+        on_disk["final_test_acc"]
+        == summary["final_test_acc"]
+        == pytest.approx(rows[-1]["test_acc"], abs=1e-6)
+    )
+    for key in (
+        "best_test_acc",
+        "final_test_loss",
+        "epochs",
+        "train_seconds",
+        "seed",
+        "device",
+        "versions",
+        "git_commit",
+    ):
         assert key in on_disk
     # a saved config reproduces the same resolved settings
     assert load_config(str(run / "config.toml")).to_dict() == cfg.to_dict()
@@ -62,12 +82,16 @@ def test_checkpoint_round_trip(tmp_path):
     model.eval()
     with torch.no_grad():
         acc = (model(data.x_test).argmax(1) == data.y_test).float().mean().item()
-    assert acc == pytest.approx(json.loads((tmp_path / "run" / "summary.json").read_text())["final_test_acc"], abs=1e-6)
+    assert acc == pytest.approx(
+        json.loads((tmp_path / "run" / "summary.json").read_text())["final_test_acc"], abs=1e-6
+    )
 
 
 def test_early_stopping_stops():
     # lr so small nothing improves after the first evaluation: patience 2 ends it at the 3rd.
-    cfg, data, model = _setup(["optim.lr=1e-9", "schedule.name=none", "train.patience=2", "train.epochs=100"])
+    cfg, data, model = _setup(
+        ["optim.lr=1e-9", "schedule.name=none", "train.patience=2", "train.epochs=100"]
+    )
     result = fit(cfg, model, data, torch.device("cpu"), progress="off")
     assert result.epochs == 15 and "early stop" in result.stop_reason
 
@@ -89,8 +113,15 @@ def test_same_seed_same_metrics(tmp_path):
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
 @pytest.mark.parametrize("schedule", ["none", "step", "cosine", "onecycle"])
 def test_every_optimizer_and_schedule_trains(name, schedule):
-    cfg, data, model = _setup([f"optim.name={name}", f"schedule.name={schedule}", "schedule.step_size=5",
-                               "optim.momentum=0.9", "train.clip_norm=1.0"])
+    cfg, data, model = _setup(
+        [
+            f"optim.name={name}",
+            f"schedule.name={schedule}",
+            "schedule.step_size=5",
+            "optim.momentum=0.9",
+            "train.clip_norm=1.0",
+        ]
+    )
     result = fit(cfg, model, data, torch.device("cpu"), progress="off")
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] * 1.05
 
@@ -98,7 +129,9 @@ def test_every_optimizer_and_schedule_trains(name, schedule):
 def test_schedules_shape_the_learning_rate():
     p = [torch.nn.Parameter(torch.zeros(1))]
     opt = torch.optim.SGD(p, lr=1.0)
-    cfg = load_config("moons", ["schedule.name=step", "schedule.step_size=2", "schedule.gamma=0.5"]).schedule
+    cfg = load_config(
+        "moons", ["schedule.name=step", "schedule.step_size=2", "schedule.gamma=0.5"]
+    ).schedule
     sched, per_batch = build_scheduler(opt, cfg, epochs=6, steps_per_epoch=3)
     lrs = []
     for _ in range(6):
@@ -130,7 +163,9 @@ def test_init_from_starts_from_that_runs_weights(tmp_path):
     trained = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
     # lr ~ 0: the second run ends (almost) where it started, so its weights show where that was
     for source in (tmp_path / "a", tmp_path / "a" / "checkpoints" / "best.pt"):
-        again = load_config("moons", [*FAST, "train.epochs=1", "optim.lr=1e-12", f"train.init_from={source}"])
+        again = load_config(
+            "moons", [*FAST, "train.epochs=1", "optim.lr=1e-12", f"train.init_from={source}"]
+        )
         run_training(again, tmp_path / "b", progress="off")
         started = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
         want = trained if source.is_dir() else load_checkpoint(source)["model"]
@@ -142,11 +177,26 @@ def test_init_from_starts_from_that_runs_weights(tmp_path):
 def test_init_from_that_does_not_fit_is_one_line_exit_2(tmp_path, cli):
     from conftest import assert_one_line_error
 
-    assert cli("train", "moons", *[a for kv in FAST for a in ("--set", kv)], "--out", "a", "--progress", "off").returncode == 0
-    wider = cli("train", "moons", "--set", "model.hidden=8", "--set", "train.init_from=a", "--out", "b")
+    assert (
+        cli(
+            "train",
+            "moons",
+            *[a for kv in FAST for a in ("--set", kv)],
+            "--out",
+            "a",
+            "--progress",
+            "off",
+        ).returncode
+        == 0
+    )
+    wider = cli(
+        "train", "moons", "--set", "model.hidden=8", "--set", "train.init_from=a", "--out", "b"
+    )
     assert_one_line_error(wider, "train.init_from", "net.0.weight is (64, 2), not (8, 2)")
     missing = cli("train", "moons", "--set", "train.init_from=nowhere", "--out", "c")
     assert_one_line_error(missing, "nowhere", "not found")
-    numpy = cli("train", "moons", "--set", "model.backend=numpy", "--set", "train.init_from=a", "--out", "d")
+    numpy = cli(
+        "train", "moons", "--set", "model.backend=numpy", "--set", "train.init_from=a", "--out", "d"
+    )
     assert_one_line_error(numpy, "train.init_from")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]

@@ -66,7 +66,11 @@ def _callable_module_class(name: str) -> type:
 
 class _Package(types.ModuleType):
     def __setattr__(self, name: str, value) -> None:
-        if name in _CALLABLE_MODULES and isinstance(value, types.ModuleType) and not callable(value):
+        if (
+            name in _CALLABLE_MODULES
+            and isinstance(value, types.ModuleType)
+            and not callable(value)
+        ):
             value.__class__ = _callable_module_class(name)
         super().__setattr__(name, value)
 

@@ -69,12 +69,16 @@ def _flatten(overrides: Overrides, sections: Mapping[str, Any]) -> dict[str, Any
     elif isinstance(overrides, Sequence) and not isinstance(overrides, str):
         flat = dict(parse_set_args(list(overrides)))
     else:
-        raise ConfigError(f"overrides: expected a dict like {{'optim.lr': 1e-3}} or a list of 'key=value', got {overrides!r}")
+        raise ConfigError(
+            f"overrides: expected a dict like {{'optim.lr': 1e-3}} or a list of 'key=value', got {overrides!r}"
+        )
     for section, values in sections.items():
         if section not in SECTIONS:
             raise ConfigError(f"unknown section '{section}'; sections are {', '.join(SECTIONS)}")
         if not isinstance(values, Mapping):
-            raise ConfigError(f"{section}: expected a dict of keys, like {section}={{...}}, got {values!r}")
+            raise ConfigError(
+                f"{section}: expected a dict of keys, like {section}={{...}}, got {values!r}"
+            )
         flat.update({f"{section}.{key}": value for key, value in values.items()})
     return flat
 
@@ -151,7 +155,9 @@ def _seed_list(seeds: int | Sequence[int], first: int) -> list[int]:
             raise ConfigError(f"seeds: must be >= 1, got {seeds}")
         return list(range(first, first + seeds))
     seed_list = list(seeds)
-    if not seed_list or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seed_list):
+    if not seed_list or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seed_list
+    ):
         raise ConfigError(f"seeds: expected a count >= 1 or a list of seeds >= 0, got {seeds!r}")
     return seed_list
 
@@ -218,7 +224,9 @@ def open_run(path: str | Path) -> Run | Sweep:
         return Run(folder)
     if (folder / "results.csv").is_file():
         return Sweep(folder)
-    raise RunError(f"{folder}: not an nnlab run folder (no config.toml) or sweep folder (no results.csv)")
+    raise RunError(
+        f"{folder}: not an nnlab run folder (no config.toml) or sweep folder (no results.csv)"
+    )
 
 
 def report(*dirs: str | Path, out: str | Path | None = None, note: str = "") -> Path:
@@ -268,7 +276,11 @@ class Run:
 
     def __repr__(self) -> str:
         acc = self.summary.get("final_test_acc") if self.finished else None
-        state = f"final_test_acc={acc:.4f}" if isinstance(acc, float) else ("unfinished" if not self.finished else "diverged")
+        state = (
+            f"final_test_acc={acc:.4f}"
+            if isinstance(acc, float)
+            else ("unfinished" if not self.finished else "diverged")
+        )
         return f"Run('{self.path}', {self.config.name}, {state})"
 
     @property
@@ -295,7 +307,9 @@ class Run:
         if self._summary is not None:
             return self._summary
         if not self.finished:
-            raise RunError(f"{self.path}: the run has not finished (no summary.json); nnlab.resume() continues it")
+            raise RunError(
+                f"{self.path}: the run has not finished (no summary.json); nnlab.resume() continues it"
+            )
         return read_json(self.path / "summary.json")
 
     @property
@@ -341,7 +355,9 @@ class Run:
         if which not in ("final", "best", "last"):
             raise ConfigError(f"which: must be one of final, best, last, got {which!r}")
         if which == "final":
-            restored = self.finished and "restored the best" in str(self.summary.get("stop_reason", ""))
+            restored = self.finished and "restored the best" in str(
+                self.summary.get("stop_reason", "")
+            )
             which = "best" if restored else "last"
         cfg = self.config
         if cfg.model.backend == "numpy":
@@ -405,7 +421,9 @@ class Sweep:
             with open(self.path / "results.csv", newline="", encoding="utf-8") as f:
                 raw = list(csv.DictReader(f))
         except OSError as exc:
-            raise RunError(f"{self.path / 'results.csv'}: cannot read ({exc.strerror or exc})") from None
+            raise RunError(
+                f"{self.path / 'results.csv'}: cannot read ({exc.strerror or exc})"
+            ) from None
         return [{k: (v if k == "run" else _number(v)) for k, v in row.items()} for row in raw]
 
     @property

@@ -93,7 +93,10 @@ def cmd_train(args) -> int:
         from nnlab.train import resume_training
 
         requested = _config_from_args(args) if args.config else None
-        _print_run(resume_training(Path(args.resume), requested, progress=_progress(args)), Path(args.resume))
+        _print_run(
+            resume_training(Path(args.resume), requested, progress=_progress(args)),
+            Path(args.resume),
+        )
         return 0
     if not args.config:
         raise UsageError("train needs a PRESET or FILE.toml (or --resume RUN)")
@@ -102,7 +105,9 @@ def cmd_train(args) -> int:
 
     # api.train rejects an unusable device, an impossible torchrun launch or a missing
     # tensorboard before anything is written; the CLI only prints what it returns.
-    result = api.train(cfg, seeds=args.seeds, out=args.out, jobs=args.jobs, progress=_progress(args))
+    result = api.train(
+        cfg, seeds=args.seeds, out=args.out, jobs=args.jobs, progress=_progress(args)
+    )
     if isinstance(result, api.Run):
         _print_run(result.summary, result.path)
         return 0
@@ -119,7 +124,9 @@ def cmd_sweep(args) -> int:
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError("nnlab sweep: not available under torchrun; use --jobs J, or torchrun 'nnlab train' per run")
+        raise UsageError(
+            "nnlab sweep: not available under torchrun; use --jobs J, or torchrun 'nnlab train' per run"
+        )
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     cfg = _config_from_args(args)
@@ -182,7 +189,12 @@ def cmd_data(args) -> int:
     elif args.download:
         from nnlab.data.download import download
 
-        archive = download(args.url, root / "downloads" / "cifar-10-python.tar.gz", args.md5, progress=args.progress)
+        archive = download(
+            args.url,
+            root / "downloads" / "cifar-10-python.tar.gz",
+            args.md5,
+            progress=args.progress,
+        )
         meta = cifar10.import_cifar10(archive, root)
         archive.unlink()  # the decoded cache is all later runs need
     else:
@@ -191,7 +203,9 @@ def cmd_data(args) -> int:
             raise DataError(cifar10.missing_message(root))
         print(f"already imported: {lines[0]}")
         return 0
-    print(f"imported CIFAR-10: {meta['n_train']} train + {meta['n_test']} test images into {root / cifar10.CACHE_NAME}")
+    print(
+        f"imported CIFAR-10: {meta['n_train']} train + {meta['n_test']} test images into {root / cifar10.CACHE_NAME}"
+    )
     return 0
 
 
@@ -199,7 +213,9 @@ def cmd_data(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="nnlab", description="Train, compare and report classic neural-network baselines.")
+    p = _Parser(
+        prog="nnlab", description="Train, compare and report classic neural-network baselines."
+    )
     p.add_argument("--version", action="version", version=f"nnlab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -209,19 +225,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_config_args(s, seeds_default, optional=False):
         s.add_argument(
-            "config", metavar="PRESET|FILE.toml", nargs="?" if optional else None, help="a built-in preset name or a TOML file"
+            "config",
+            metavar="PRESET|FILE.toml",
+            nargs="?" if optional else None,
+            help="a built-in preset name or a TOML file",
         )
-        s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=1e-3 (repeatable)")
+        s.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a config key, e.g. optim.lr=1e-3 (repeatable)",
+        )
         s.add_argument("--seed", type=int, help="train.seed (the first seed with --seeds)")
-        s.add_argument("--seeds", type=int, default=seeds_default, help="run N seeds, from --seed on, and report mean +- std")
+        s.add_argument(
+            "--seeds",
+            type=int,
+            default=seeds_default,
+            help="run N seeds, from --seed on, and report mean +- std",
+        )
         s.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="train.device")
-        s.add_argument("--jobs", type=int, default=1, help="worker processes for several runs (default 1)")
+        s.add_argument(
+            "--jobs", type=int, default=1, help="worker processes for several runs (default 1)"
+        )
         s.add_argument("--out", metavar="DIR", help="output folder")
 
     progress_help = "progress display: a bar, a line per tenth of training, or nothing (auto: a bar on a terminal)"
     s = sub.add_parser("train", help="train one run (or one per seed with --seeds)")
     add_config_args(s, None, optional=True)
-    s.add_argument("--resume", metavar="RUN", help="continue the unfinished run folder RUN from its last checkpoint")
+    s.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the unfinished run folder RUN from its last checkpoint",
+    )
     s.add_argument(
         "--progress",
         choices=["auto", "bar", "lines", "off"],
@@ -232,40 +267,116 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("resume", help="continue an unfinished run from its last checkpoint")
     s.add_argument("run", metavar="RUN", help="the run folder")
-    s.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="train on another device than before")
-    s.add_argument("--progress", choices=["auto", "bar", "lines", "off"], default="auto", help=progress_help)
+    s.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda", "mps"],
+        help="train on another device than before",
+    )
+    s.add_argument(
+        "--progress", choices=["auto", "bar", "lines", "off"], default="auto", help=progress_help
+    )
     s.set_defaults(func=cmd_resume)
 
     s = sub.add_parser("sweep", help="run a grid of settings x seeds; reruns skip finished runs")
     add_config_args(s, 1)
-    s.add_argument("--grid", action="append", metavar="KEY=V1,V2|KEY=A..B", help="values to sweep (repeatable: a product)")
+    s.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2|KEY=A..B",
+        help="values to sweep (repeatable: a product)",
+    )
     s.set_defaults(func=cmd_sweep)
 
-    s = sub.add_parser("data", help="import or download CIFAR-10 into the data folder; 'info' lists what is cached")
-    s.add_argument("dataset", choices=["cifar10", "info"], help="cifar10: import/fetch it; info: show the cache")
-    s.add_argument("--archive", metavar="PATH", help="cifar-10-python.tar.gz or an extracted cifar-10-batches-py/ folder")
-    s.add_argument("--download", action="store_true", help="fetch the official archive (md5-checked, resumable)")
-    s.add_argument("--dir", metavar="DIR", help="data folder (default $NNLAB_DATA or ~/.cache/nnlab)")
-    s.add_argument("--url", default="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", help="download from a mirror")
-    s.add_argument("--md5", default="c58f30108f718f92721af3b95e74349a", help="expected md5 of the archive at --url")
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="download progress bar")
+    s = sub.add_parser(
+        "data", help="import or download CIFAR-10 into the data folder; 'info' lists what is cached"
+    )
+    s.add_argument(
+        "dataset",
+        choices=["cifar10", "info"],
+        help="cifar10: import/fetch it; info: show the cache",
+    )
+    s.add_argument(
+        "--archive",
+        metavar="PATH",
+        help="cifar-10-python.tar.gz or an extracted cifar-10-batches-py/ folder",
+    )
+    s.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the official archive (md5-checked, resumable)",
+    )
+    s.add_argument(
+        "--dir", metavar="DIR", help="data folder (default $NNLAB_DATA or ~/.cache/nnlab)"
+    )
+    s.add_argument(
+        "--url",
+        default="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        help="download from a mirror",
+    )
+    s.add_argument(
+        "--md5",
+        default="c58f30108f718f92721af3b95e74349a",
+        help="expected md5 of the archive at --url",
+    )
+    s.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="download progress bar",
+    )
     s.set_defaults(func=cmd_data)
 
-    s = sub.add_parser("report", help="write report.md and a self-contained report.html from run and sweep folders")
-    s.add_argument("dirs", nargs="+", metavar="DIR", help="run folders, sweep folders, or folders holding them")
+    s = sub.add_parser(
+        "report", help="write report.md and a self-contained report.html from run and sweep folders"
+    )
+    s.add_argument(
+        "dirs", nargs="+", metavar="DIR", help="run folders, sweep folders, or folders holding them"
+    )
     s.add_argument("--out", metavar="DIR", help="output folder (default runs/report-<time>)")
-    s.add_argument("--note", help="a paragraph to put under the title (e.g. the scale the runs used)")
+    s.add_argument(
+        "--note", help="a paragraph to put under the title (e.g. the scale the runs used)"
+    )
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("reproduce", help="run every experiment of the course report and ours, then write the report")
+    s = sub.add_parser(
+        "reproduce",
+        help="run every experiment of the course report and ours, then write the report",
+    )
     scale = s.add_mutually_exclusive_group()
-    scale.add_argument("--quick", dest="scale", action="store_const", const="quick", help="<= 10 minutes on 2 CPU cores (default)")
-    scale.add_argument("--full", dest="scale", action="store_const", const="full", help="every experiment at full size (GPU advised)")
-    scale.add_argument("--smoke", dest="scale", action="store_const", const="smoke", help=argparse.SUPPRESS)  # tests
+    scale.add_argument(
+        "--quick",
+        dest="scale",
+        action="store_const",
+        const="quick",
+        help="<= 10 minutes on 2 CPU cores (default)",
+    )
+    scale.add_argument(
+        "--full",
+        dest="scale",
+        action="store_const",
+        const="full",
+        help="every experiment at full size (GPU advised)",
+    )
+    scale.add_argument(
+        "--smoke", dest="scale", action="store_const", const="smoke", help=argparse.SUPPRESS
+    )  # tests
     s.set_defaults(scale="quick")
-    s.add_argument("--cifar10", metavar="PATH", help="CIFAR-10 to import first: the official archive/folder, or an ImageFolder tree/.tar.gz")
-    s.add_argument("--out", metavar="DIR", help="output folder (default runs/reproduce-<scale>; a rerun resumes it)")
-    s.add_argument("--jobs", type=int, default=0, help="worker processes per sweep (default 0: one per core, at most 2)")
+    s.add_argument(
+        "--cifar10",
+        metavar="PATH",
+        help="CIFAR-10 to import first: the official archive/folder, or an ImageFolder tree/.tar.gz",
+    )
+    s.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default runs/reproduce-<scale>; a rerun resumes it)",
+    )
+    s.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="worker processes per sweep (default 0: one per core, at most 2)",
+    )
     s.set_defaults(func=cmd_reproduce)
     return p
 
@@ -279,17 +390,24 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())  # one line, always
         from nnlab.distributed import announce_error
 
-        announce_error(f"nnlab: error: {message}")  # under torchrun: once per node, not once per process
+        announce_error(
+            f"nnlab: error: {message}"
+        )  # under torchrun: once per node, not once per process
         return exc.exit_code
     except KeyboardInterrupt:
         print("nnlab: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if type(exc).__name__ != "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch here
+        if (
+            type(exc).__name__ != "OutOfMemoryError"
+        ):  # torch.cuda.OutOfMemoryError, without importing torch here
             raise
         # Files written so far are intact (atomic writes); the fix is a smaller batch or model.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
-        print(f"nnlab: error: CUDA out of memory ({first[:160]}); lower train.batch_size or the model size", file=sys.stderr)
+        print(
+            f"nnlab: error: CUDA out of memory ({first[:160]}); lower train.batch_size or the model size",
+            file=sys.stderr,
+        )
         return 1
 
 

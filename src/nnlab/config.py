@@ -43,7 +43,9 @@ class DataConfig:
     length: int = 5  # palindrome: number of input digits T
     one_hot: bool = False  # palindrome: 10-way one-hot digits instead of one scalar
     variant: str = "finite"  # palindrome: finite | stream
-    epoch_size: int = 0  # palindrome: training examples per epoch, a small set repeated (0 = one pass)
+    epoch_size: int = (
+        0  # palindrome: training examples per epoch, a small set repeated (0 = one pass)
+    )
     dir: str = ""  # data folder (cifar10 cache, imagefolder root); "" = default
     image_size: int = 32  # imagefolder: images are resized to image_size x image_size
     augment: list[str] = field(default_factory=list)  # e.g. crop, flip, cutout
@@ -63,13 +65,19 @@ class ModelConfig:
     # cnn: the layers as data, like timm's VGG cfgs (see nnlab/models/cnn.py): "64" conv3x3,
     # "R128" residual block, "M"/"M3" max-pool 2x2 / 3x3 stride 2, "A" avg-pool, "G"/"GM"
     # global avg/max pool, "F512" fully connected. The default is the course report's net.
-    widths: list[str] = field(default_factory=lambda: ["64", "64", "M3", "128", "128", "M3", "F512"])
-    impl: str = "scratch"  # rnn, lstm, gru: scratch (the cell's equations) | fused (torch.nn.RNN/LSTM/GRU)
+    widths: list[str] = field(
+        default_factory=lambda: ["64", "64", "M3", "128", "128", "M3", "F512"]
+    )
+    impl: str = (
+        "scratch"  # rnn, lstm, gru: scratch (the cell's equations) | fused (torch.nn.RNN/LSTM/GRU)
+    )
     # rnn, lstm, gru: default (U(+-1/sqrt(hidden))) | orthogonal | identity (rnn's W_hh = I)
     # | auto (orthogonal for rnn, default for lstm and gru: what measured best on the palindromes)
     init: str = "default"
     forget_bias: float = 1.0  # lstm: forget-gate bias at init; remembering is the default
-    update_bias: float = 1.0  # gru: update-gate bias at init (z = sigmoid(1) = 0.73 of h kept per step)
+    update_bias: float = (
+        1.0  # gru: update-gate bias at init (z = sigmoid(1) = 0.73 of h kept per step)
+    )
     # lstm, gru: chrono init of those biases instead (Tallec & Ollivier, 2018): unit j keeps
     # its state ~u_j steps, u_j ~ U(1, T-1) with T = the sequence length (models/rnn.py)
     chrono: bool = False
@@ -192,7 +200,9 @@ class Config:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("nnlab.presets").iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name[:-5] for p in resources.files("nnlab.presets").iterdir() if p.name.endswith(".toml")
+    )
 
 
 def preset_description(name: str) -> str:
@@ -212,7 +222,13 @@ def load_config(source: str | Path, overrides: dict[str, Any] | list[str] | None
     for layer in layers:
         _merge(nested, layer)
     _merge(nested, _nest(overrides or {}))
-    return _build({s: dataclasses.asdict(cls()) for s, cls in SECTIONS.items()}, nested, name, description, sweep)
+    return _build(
+        {s: dataclasses.asdict(cls()) for s, cls in SECTIONS.items()},
+        nested,
+        name,
+        description,
+        sweep,
+    )
 
 
 def parse_set_args(items: list[str]) -> dict[str, str]:
@@ -247,7 +263,9 @@ def _read_toml_text(text: str, where: str) -> dict:
 def _load_layers(source: str, seen: tuple[str, ...]) -> tuple[list[dict], str, str, dict]:
     """Read a preset/file and the presets it extends; returns layers oldest first."""
     if source in seen:
-        raise ConfigError(f"preset '{source}': 'extends' forms a cycle: {' -> '.join(seen + (source,))}")
+        raise ConfigError(
+            f"preset '{source}': 'extends' forms a cycle: {' -> '.join(seen + (source,))}"
+        )
     path = Path(source)
     if source.endswith(".toml") or path.is_file():
         if path.is_dir() or not path.exists():
@@ -299,7 +317,9 @@ def _check_sweep(sweep: Any, where: str) -> dict[str, list]:
 def _split_key(dotted: str) -> tuple[str, str]:
     section, sep, key = dotted.partition(".")
     if not sep or section not in SECTIONS:
-        raise ConfigError(f"unknown key '{dotted}'; keys look like section.key with section one of {', '.join(SECTIONS)}")
+        raise ConfigError(
+            f"unknown key '{dotted}'; keys look like section.key with section one of {', '.join(SECTIONS)}"
+        )
     names = [f.name for f in dataclasses.fields(SECTIONS[section])]
     if key not in names:
         raise ConfigError(f"unknown key '{dotted}'; [{section}] has: {', '.join(names)}")
@@ -326,7 +346,9 @@ def _build(base: dict, nested: dict, name: str, description: str, sweep: dict) -
         hints = typing.get_type_hints(cls)
         for key, raw in nested.get(section, {}).items():
             if key not in hints:
-                raise ConfigError(f"unknown key '{section}.{key}'; [{section}] has: {', '.join(hints)}")
+                raise ConfigError(
+                    f"unknown key '{section}.{key}'; [{section}] has: {', '.join(hints)}"
+                )
             values[key] = coerce(f"{section}.{key}", raw, hints[key])
         sections[section] = cls(**values)
     cfg = Config(**sections, name=name, description=description, sweep=sweep)
@@ -334,13 +356,25 @@ def _build(base: dict, nested: dict, name: str, description: str, sweep: dict) -
     return cfg
 
 
-_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+_BOOLS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
 
 
 def _type_label(tp: Any) -> str:
     if typing.get_origin(tp) is list:
         inner = typing.get_args(tp)[0]
-        return f"a list of {_type_label(inner)}s like " + {int: "400,400", float: "0.9,0.999", str: "a,b"}[inner]
+        return (
+            f"a list of {_type_label(inner)}s like "
+            + {int: "400,400", float: "0.9,0.999", str: "a,b"}[inner]
+        )
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[tp]
 
 
@@ -420,47 +454,109 @@ def validate(cfg: Config) -> None:
     _require(d.noise >= 0, "data.noise", "must be >= 0", d.noise)
     _require(d.centers >= 2, "data.centers", "must be >= 2", d.centers)
     _require(d.cluster_std > 0, "data.cluster_std", "must be > 0", d.cluster_std)
-    _require(0 < d.test_fraction < 1, "data.test_fraction", "must be between 0 and 1 (exclusive)", d.test_fraction)
+    _require(
+        0 < d.test_fraction < 1,
+        "data.test_fraction",
+        "must be between 0 and 1 (exclusive)",
+        d.test_fraction,
+    )
     _require(d.limit_train >= 0, "data.limit_train", "must be >= 0 (0 = all)", d.limit_train)
     _require(d.limit_test >= 0, "data.limit_test", "must be >= 0 (0 = all)", d.limit_test)
     _require(d.length >= 1, "data.length", "must be >= 1", d.length)
     _choice("data.variant", d.variant, ("finite", "stream"))
-    _require(d.epoch_size >= 0, "data.epoch_size", "must be >= 0 (0 = one pass over the training set)", d.epoch_size)
+    _require(
+        d.epoch_size >= 0,
+        "data.epoch_size",
+        "must be >= 0 (0 = one pass over the training set)",
+        d.epoch_size,
+    )
     _require(d.image_size >= 4, "data.image_size", "must be >= 4", d.image_size)
     for a in d.augment:
         _choice("data.augment", a, AUGMENTS)
-    _require("crop" not in d.augment or "translate" not in d.augment, "data.augment", "takes crop or translate, not both", d.augment)
+    _require(
+        "crop" not in d.augment or "translate" not in d.augment,
+        "data.augment",
+        "takes crop or translate, not both",
+        d.augment,
+    )
     _require(1 <= d.crop_padding <= 16, "data.crop_padding", "must be in 1..16", d.crop_padding)
     _require(d.cutout_size >= 1, "data.cutout_size", "must be >= 1", d.cutout_size)
 
     _choice("model.name", m.name, model_names())
     _choice("model.backend", m.backend, BACKENDS)
-    _require(m.backend == "torch" or m.name == "mlp", "model.backend", "numpy is available for model.name = mlp only", m.backend)
+    _require(
+        m.backend == "torch" or m.name == "mlp",
+        "model.backend",
+        "numpy is available for model.name = mlp only",
+        m.backend,
+    )
     if m.backend == "numpy":  # what the from-scratch NumPy MLP implements (nnlab/numpy_mlp)
-        _require(m.activation in ("relu", "sigmoid", "tanh"), "model.activation", "with model.backend=numpy must be relu, sigmoid or tanh", m.activation)
-        _require(not m.dropout and not m.batchnorm, "model.backend", "numpy has no dropout or batchnorm; set model.dropout=0, model.batchnorm=false", m.backend)
-        _require(cfg.schedule.name in ("none", "step", "cosine"), "schedule.name", "with model.backend=numpy must be none, step or cosine", cfg.schedule.name)
-    _require(len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden), "model.hidden", "must list one or more positive widths like 400,400", m.hidden)
+        _require(
+            m.activation in ("relu", "sigmoid", "tanh"),
+            "model.activation",
+            "with model.backend=numpy must be relu, sigmoid or tanh",
+            m.activation,
+        )
+        _require(
+            not m.dropout and not m.batchnorm,
+            "model.backend",
+            "numpy has no dropout or batchnorm; set model.dropout=0, model.batchnorm=false",
+            m.backend,
+        )
+        _require(
+            cfg.schedule.name in ("none", "step", "cosine"),
+            "schedule.name",
+            "with model.backend=numpy must be none, step or cosine",
+            cfg.schedule.name,
+        )
+    _require(
+        len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden),
+        "model.hidden",
+        "must list one or more positive widths like 400,400",
+        m.hidden,
+    )
     _choice("model.activation", m.activation, ACTIVATIONS)
     _require(0 <= m.dropout < 1, "model.dropout", "must be in [0, 1)", m.dropout)
     _choice("model.impl", m.impl, ("scratch", "fused"))
     _choice("model.init", m.init, ("default", "orthogonal", "identity", "auto"))
     bad = [w for w in m.widths if not re.fullmatch(r"R?[1-9]\d*|M3?|A|GM?|F[1-9]\d*", w)]
-    _require(not bad and bool(m.widths), "model.widths", 'must list layers like 64,64,M3,128,R128,M,G,F512 (conv width, R residual, M/M3/A pool, G/GM global pool, F dense)', m.widths)
+    _require(
+        not bad and bool(m.widths),
+        "model.widths",
+        "must list layers like 64,64,M3,128,R128,M,G,F512 (conv width, R residual, M/M3/A pool, G/GM global pool, F dense)",
+        m.widths,
+    )
 
     _choice("optim.name", o.name, OPTIMIZERS)
     _require(o.lr > 0, "optim.lr", "must be > 0", o.lr)
     _require(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0", o.weight_decay)
     _require(0 <= o.momentum < 1, "optim.momentum", "must be in [0, 1)", o.momentum)
-    _require(not o.nesterov or o.momentum > 0, "optim.nesterov", "needs optim.momentum > 0", o.nesterov)
+    _require(
+        not o.nesterov or o.momentum > 0, "optim.nesterov", "needs optim.momentum > 0", o.nesterov
+    )
     _require(0 <= o.alpha < 1, "optim.alpha", "must be in [0, 1)", o.alpha)
-    _require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two numbers in [0, 1) like 0.9,0.999", o.betas)
+    _require(
+        len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+        "optim.betas",
+        "must be two numbers in [0, 1) like 0.9,0.999",
+        o.betas,
+    )
 
     _choice("schedule.name", s.name, SCHEDULES)
     _require(s.step_size >= 1, "schedule.step_size", "must be >= 1", s.step_size)
     _require(0 < s.gamma <= 1, "schedule.gamma", "must be in (0, 1]", s.gamma)
-    _require(0 < s.pct_start < 1, "schedule.pct_start", "must be between 0 and 1 (exclusive)", s.pct_start)
-    _require(0 <= s.min_lr < o.lr, "schedule.min_lr", f"must be >= 0 and below optim.lr ({o.lr})", s.min_lr)
+    _require(
+        0 < s.pct_start < 1,
+        "schedule.pct_start",
+        "must be between 0 and 1 (exclusive)",
+        s.pct_start,
+    )
+    _require(
+        0 <= s.min_lr < o.lr,
+        "schedule.min_lr",
+        f"must be >= 0 and below optim.lr ({o.lr})",
+        s.min_lr,
+    )
     _require(0 < s.start_factor <= 1, "schedule.start_factor", "must be in (0, 1]", s.start_factor)
 
     _require(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
@@ -468,7 +564,9 @@ def validate(cfg: Config) -> None:
     _require(t.eval_every >= 1, "train.eval_every", "must be >= 1", t.eval_every)
     _require(t.clip_norm >= 0, "train.clip_norm", "must be >= 0 (0 = off)", t.clip_norm)
     _require(t.patience >= 0, "train.patience", "must be >= 0 (0 = off)", t.patience)
-    _require(0 <= t.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)", t.label_smoothing)
+    _require(
+        0 <= t.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)", t.label_smoothing
+    )
     _require(t.seed >= 0, "train.seed", "must be >= 0", t.seed)
     _require(t.threads >= 0, "train.threads", "must be >= 0 (0 = automatic)", t.threads)
     _choice("train.amp", t.amp, ("auto", "on", "off"))
@@ -481,11 +579,26 @@ def validate(cfg: Config) -> None:
         "is for torch models (the numpy backend starts from its own initialisation)",
         t.init_from,
     )
-    _require(t.compile or t.compile_mode == "default", "train.compile_mode", "needs train.compile = true", t.compile_mode)
-    _require(t.tta in (0, 1, 2), "train.tta", "must be 0 (off), 1 (mirror) or 2 (mirror + translate)", t.tta)
+    _require(
+        t.compile or t.compile_mode == "default",
+        "train.compile_mode",
+        "needs train.compile = true",
+        t.compile_mode,
+    )
+    _require(
+        t.tta in (0, 1, 2),
+        "train.tta",
+        "must be 0 (off), 1 (mirror) or 2 (mirror + translate)",
+        t.tta,
+    )
     _require(0 <= t.ema < 1, "train.ema", "must be in [0, 1) (0 = off), e.g. 0.99", t.ema)
     _require(t.ema_every >= 1, "train.ema_every", "must be >= 1", t.ema_every)
-    _require(not t.lookahead or t.ema > 0, "train.lookahead", "needs train.ema > 0 (the average it pulls towards)", t.lookahead)
+    _require(
+        not t.lookahead or t.ema > 0,
+        "train.lookahead",
+        "needs train.ema > 0 (the average it pulls towards)",
+        t.lookahead,
+    )
     dev = t.device
     _require(
         dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),

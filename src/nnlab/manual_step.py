@@ -98,8 +98,12 @@ class ManualMLPStep:
         self.linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         self.params = [p for lin in self.linears for p in (lin.weight, lin.bias)]
         given = [p for g in optimizer.param_groups for p in g["params"]]
-        if len(optimizer.param_groups) != 1 or [id(p) for p in given] != [id(p) for p in self.params]:
-            raise ValueError("the optimizer must hold the MLP's weights and biases, in order, in one group")
+        if len(optimizer.param_groups) != 1 or [id(p) for p in given] != [
+            id(p) for p in self.params
+        ]:
+            raise ValueError(
+                "the optimizer must hold the MLP's weights and biases, in order, in one group"
+            )
         self.optimizer = optimizer
         self.group = optimizer.param_groups[0]
         self.sgd = isinstance(optimizer, torch.optim.SGD) and not self.group.get("maximize", False)
@@ -107,11 +111,17 @@ class ManualMLPStep:
         self.derivative, self.derivative_of_input, self.derivative_args = _DERIVATIVES[activation]
         self.label_smoothing = label_smoothing
         self.clip_norm = clip_norm
-        self._target = torch.empty(0)  # (B, 1) column of -(1 - eps) for scatter_add_, kept between steps
+        self._target = torch.empty(
+            0
+        )  # (B, 1) column of -(1 - eps) for scatter_add_, kept between steps
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, track: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def step(
+        self, x: torch.Tensor, y: torch.Tensor, track: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """One training step on the batch ``(x, y)``; returns ``(mean loss if track else None, logits)``."""
-        if torch.is_grad_enabled():  # train_one_epoch runs whole epochs under no_grad (it costs per call)
+        if (
+            torch.is_grad_enabled()
+        ):  # train_one_epoch runs whole epochs under no_grad (it costs per call)
             with torch.no_grad():
                 return self.step(x, y, track)
         logits, grads = self.gradients(x, y)
@@ -119,7 +129,9 @@ class ManualMLPStep:
         self._update(grads)
         return loss, logits
 
-    def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def gradients(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(logits, [dL/dW_0, dL/db_0, dL/dW_1, ...])`` of the mean cross-entropy on ``(x, y)``, by hand."""
         if x.dim() > 2:
             x = x.flatten(1)
@@ -139,18 +151,28 @@ class ManualMLPStep:
         grad = torch.softmax(logits, 1)
         if self.label_smoothing:
             grad.sub_(self.label_smoothing / n_classes)
-        if self._target.shape[0] != batch or self._target.device != grad.device or self._target.dtype != grad.dtype:
-            self._target = torch.full((batch, 1), self.label_smoothing - 1, device=grad.device, dtype=grad.dtype)
+        if (
+            self._target.shape[0] != batch
+            or self._target.device != grad.device
+            or self._target.dtype != grad.dtype
+        ):
+            self._target = torch.full(
+                (batch, 1), self.label_smoothing - 1, device=grad.device, dtype=grad.dtype
+            )
         grad.scatter_add_(1, y.unsqueeze(1), self._target)
         grad.div_(batch)
 
-        grads: list[torch.Tensor] = [grad] * len(self.params)  # placeholders: W_0, b_0, W_1, b_1, ...
+        grads: list[torch.Tensor] = [grad] * len(
+            self.params
+        )  # placeholders: W_0, b_0, W_1, b_1, ...
         for i in range(len(self.linears) - 1, -1, -1):
             grads[2 * i] = torch.mm(grad.t(), inputs[i])  # dL/dW_i
             grads[2 * i + 1] = grad.sum(0)  # dL/db_i
             if i:  # on to the layer below: through W_i, then the activation
                 at = pre[i - 1] if self.derivative_of_input else inputs[i]
-                grad = self.derivative(torch.mm(grad, self.linears[i].weight), at, *self.derivative_args)
+                grad = self.derivative(
+                    torch.mm(grad, self.linears[i].weight), at, *self.derivative_args
+                )
         return logits, grads
 
     def _update(self, grads: list[torch.Tensor]) -> None:

@@ -75,17 +75,33 @@ def plot_decision_boundaries(panels: Sequence[dict], path: Path, title: str = ""
     plt = _pyplot()
     n_classes = int(max(max(p["y"].max(), p["zz"].max()) for p in panels)) + 1
     cmap = plt.get_cmap("coolwarm" if n_classes == 2 else "viridis", n_classes)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False, constrained_layout=True
+    )
     for ax, p in zip(axes[0], panels, strict=True):
-        ax.contourf(p["xx"], p["yy"], p["zz"], levels=np.arange(n_classes + 1) - 0.5, cmap=cmap, alpha=0.35)
-        ax.scatter(p["x"][:, 0], p["x"][:, 1], c=p["y"], cmap=cmap, vmin=-0.5, vmax=n_classes - 0.5, s=12, edgecolors="k", linewidths=0.3)
+        ax.contourf(
+            p["xx"], p["yy"], p["zz"], levels=np.arange(n_classes + 1) - 0.5, cmap=cmap, alpha=0.35
+        )
+        ax.scatter(
+            p["x"][:, 0],
+            p["x"][:, 1],
+            c=p["y"],
+            cmap=cmap,
+            vmin=-0.5,
+            vmax=n_classes - 0.5,
+            s=12,
+            edgecolors="k",
+            linewidths=0.3,
+        )
         ax.set(title=p["title"], xticks=[], yticks=[])
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
 
 
-def plot_sweep_boundaries(out: Path, planned: Sequence[tuple], keys: Sequence[str], resolution: int = 150) -> list[Path]:
+def plot_sweep_boundaries(
+    out: Path, planned: Sequence[tuple], keys: Sequence[str], resolution: int = 150
+) -> list[Path]:
     """For sweeps of MLPs on the 2-D toy sets: ``boundaries-<data>.png`` in ``out``, one panel per
     grid point (the first seed's finished run, its final weights), with its test points.
 
@@ -98,21 +114,48 @@ def plot_sweep_boundaries(out: Path, planned: Sequence[tuple], keys: Sequence[st
     figures: dict[str, list[dict]] = {}
     seen: set[str] = set()
     for name, cfg, point in planned:
-        label = "  ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items() if k != "data.name") or cfg.name
+        label = (
+            "  ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items() if k != "data.name")
+            or cfg.name
+        )
         folder = Path(out) / name
-        if cfg.data.name not in ("moons", "circles", "blobs") or cfg.model.name != "mlp" or label + cfg.data.name in seen:
+        if (
+            cfg.data.name not in ("moons", "circles", "blobs")
+            or cfg.model.name != "mlp"
+            or label + cfg.data.name in seen
+        ):
             continue  # not 2-D data, or this grid point already has its panel (from its first seed)
-        if not (folder / "summary.json").exists() or read_json(folder / "summary.json").get("status") == "diverged":
+        if (
+            not (folder / "summary.json").exists()
+            or read_json(folder / "summary.json").get("status") == "diverged"
+        ):
             continue
         seen.add(label + cfg.data.name)
         x, y, predict = _run_predictor(cfg, folder)
         lo, hi = x.min(axis=0) - 0.5, x.max(axis=0) + 0.5
-        xx, yy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
-        zz = predict(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)).reshape(xx.shape)
+        xx, yy = np.meshgrid(
+            np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
+        )
+        zz = predict(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)).reshape(
+            xx.shape
+        )
         acc = float((predict(x) == y).mean())
-        figures.setdefault(cfg.data.name, []).append({"title": f"{label}\nseed {cfg.train.seed}: test acc {acc:.3f}", "x": x, "y": y, "xx": xx, "yy": yy, "zz": zz})
+        figures.setdefault(cfg.data.name, []).append(
+            {
+                "title": f"{label}\nseed {cfg.train.seed}: test acc {acc:.3f}",
+                "x": x,
+                "y": y,
+                "xx": xx,
+                "yy": yy,
+                "zz": zz,
+            }
+        )
     return [
-        plot_decision_boundaries(panels, Path(out) / f"boundaries-{data}.png", title=f"{data}: test points and decision boundaries")
+        plot_decision_boundaries(
+            panels,
+            Path(out) / f"boundaries-{data}.png",
+            title=f"{data}: test points and decision boundaries",
+        )
         for data, panels in figures.items()
     ]
 
@@ -172,10 +215,20 @@ def plot_metric_vs_param(
         mean = [sum(by_x[x]) / len(by_x[x]) for x in xs]
         n = sorted({len(by_x[x]) for x in xs})
         (line,) = ax.plot(xs, mean, "o-", label=f"{label} (n={'/'.join(map(str, n))} seeds)")
-        ax.fill_between(xs, [min(by_x[x]) for x in xs], [max(by_x[x]) for x in xs], color=line.get_color(), alpha=0.2)
+        ax.fill_between(
+            xs,
+            [min(by_x[x]) for x in xs],
+            [max(by_x[x]) for x in xs],
+            color=line.get_color(),
+            alpha=0.2,
+        )
     for x, y, label in references:
         ax.plot([x], [y], "k*", markersize=12, label=label)
-    ax.set(xlabel=param, ylabel=f"{metric} (mean; band: min-max over seeds)", title=title or f"{metric} against {param}")
+    ax.set(
+        xlabel=param,
+        ylabel=f"{metric} (mean; band: min-max over seeds)",
+        title=title or f"{metric} against {param}",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
@@ -187,7 +240,9 @@ def plot_sweep_metric(out: Path, rows: Sequence[dict], keys: Sequence[str]) -> l
     paths = []
     for key in keys:
         values = {r[key] for r in rows}
-        if len(values) < 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if len(values) < 3 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        ):
             continue
         others = [k for k in keys if k != key]
         name = f"accuracy_vs_{key.split('.')[-1]}.png"
@@ -227,12 +282,24 @@ def plot_curves_mean_std(
         std = np.array([v.std(axis=0, ddof=1) if len(v) > 1 else np.zeros(2) for v in vals])
         for ax, col in ((ax_acc, 0), (ax_loss, 1)):
             (line,) = ax.plot(epochs, mean[:, col], label=f"{label} (n={len(runs)})")
-            ax.fill_between(epochs, mean[:, col] - std[:, col], mean[:, col] + std[:, col], color=line.get_color(), alpha=0.2)
+            ax.fill_between(
+                epochs,
+                mean[:, col] - std[:, col],
+                mean[:, col] + std[:, col],
+                color=line.get_color(),
+                alpha=0.2,
+            )
     for (value, label), style in zip(references, itertools.cycle(["--", ":", "-."])):
         ax_acc.axhline(value, color="k", linestyle=style, linewidth=1, label=label)
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (mean +- std over seeds)", title="test accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="training loss (mean +- std over seeds)", title="training loss")
-    ax_loss.set_yscale("log")  # the loss falls over orders of magnitude; a log axis keeps the tail visible
+    ax_acc.set(
+        xlabel="epoch", ylabel="test accuracy (mean +- std over seeds)", title="test accuracy"
+    )
+    ax_loss.set(
+        xlabel="epoch", ylabel="training loss (mean +- std over seeds)", title="training loss"
+    )
+    ax_loss.set_yscale(
+        "log"
+    )  # the loss falls over orders of magnitude; a log axis keeps the tail visible
     for ax in (ax_acc, ax_loss):
         ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
         ax.grid(alpha=0.3)

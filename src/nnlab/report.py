@@ -116,7 +116,17 @@ def group_stats(exp: Experiment) -> list[GroupStats]:
         fm, fs, n = mean_std([float(r.summary["final_test_acc"]) for r in ok])
         bm, bs, _ = mean_std([float(r.summary["best_test_acc"]) for r in ok])
         secs, _, _ = mean_std([float(r.summary.get("train_seconds") or 0.0) for r in ok])
-        out.append(GroupStats(exp.label(values), n, len(runs) - n, (fm, fs), (bm, bs), secs, course_reference(runs[0].config)))
+        out.append(
+            GroupStats(
+                exp.label(values),
+                n,
+                len(runs) - n,
+                (fm, fs),
+                (bm, bs),
+                secs,
+                course_reference(runs[0].config),
+            )
+        )
     return out
 
 
@@ -144,24 +154,42 @@ def setup_lines(exp: Experiment) -> list[str]:
 
     cfg = exp.runs[0].config
     defaults = Config().to_dict()
-    essential = {"data": ["name"], "model": ["name", "hidden"], "optim": ["name", "lr"], "schedule": ["name"], "train": ["epochs", "batch_size"]}
+    essential = {
+        "data": ["name"],
+        "model": ["name", "hidden"],
+        "optim": ["name", "lr"],
+        "schedule": ["name"],
+        "train": ["epochs", "batch_size"],
+    }
     skip = {*exp.keys, "train.seed", "train.device", "train.threads"}
     lines = []
     for section, keys in essential.items():
         values = cfg.get(section, {})
-        shown = [k for k in values if (k in keys or values[k] != defaults[section].get(k)) and f"{section}.{k}" not in skip]
+        shown = [
+            k
+            for k in values
+            if (k in keys or values[k] != defaults[section].get(k)) and f"{section}.{k}" not in skip
+        ]
         if shown:
             lines.append(f"[{section}] " + ", ".join(f"{k}={_fmt(values[k])}" for k in shown))
     s = exp.runs[0].summary
     if s.get("n_train") is not None:
         lines.append(f"data size: {s['n_train']} training / {s.get('n_test')} test examples")
     if exp.keys:
-        lines.append("swept: " + ", ".join(f"{k} in {sorted({r.point[k] for r in exp.runs}, key=_num_key)}" for k in exp.keys))
+        lines.append(
+            "swept: "
+            + ", ".join(
+                f"{k} in {sorted({r.point[k] for r in exp.runs}, key=_num_key)}" for k in exp.keys
+            )
+        )
     seeds = sorted({int(r.summary.get("seed", r.config["train"].get("seed", 0))) for r in exp.runs})
     lines.append(f"seeds: {', '.join(map(str, seeds))}")
     diff = preset_differences(exp)
     if diff:
-        lines.append(f"differs from preset '{exp.preset}' (a reduced scale, e.g. --quick): " + ", ".join(diff))
+        lines.append(
+            f"differs from preset '{exp.preset}' (a reduced scale, e.g. --quick): "
+            + ", ".join(diff)
+        )
     return lines
 
 
@@ -186,13 +214,23 @@ def preset_differences(exp: Experiment) -> list[str]:
 def provenance(experiments: list[Experiment]) -> list[str]:
     """Machine, versions, commits and wall time, from the runs' summaries."""
     summaries = [r.summary for e in experiments for r in e.runs]
-    versions = {k: sorted({str(s.get("versions", {}).get(k)) for s in summaries if s.get("versions")}) for k in ("platform", "python", "torch", "numpy", "nnlab")}
-    devices = sorted({f"{s.get('device')}" + (f" ({s['threads']} threads)" if s.get("threads") else "") for s in summaries})
+    versions = {
+        k: sorted({str(s.get("versions", {}).get(k)) for s in summaries if s.get("versions")})
+        for k in ("platform", "python", "torch", "numpy", "nnlab")
+    }
+    devices = sorted(
+        {
+            f"{s.get('device')}" + (f" ({s['threads']} threads)" if s.get("threads") else "")
+            for s in summaries
+        }
+    )
     commits = sorted({str(s.get("git_commit")) for s in summaries})
     lines = [f"{k}: {', '.join(v)}" for k, v in versions.items() if v]
     lines += [f"devices: {', '.join(devices)}", f"git commit(s): {', '.join(commits)}"]
     total = sum(float(s.get("train_seconds") or 0) for s in summaries)
-    lines.append(f"training time, all {len(summaries)} runs: {total:.0f} s (sum of train_seconds); wall time per experiment below")
+    lines.append(
+        f"training time, all {len(summaries)} runs: {total:.0f} s (sum of train_seconds); wall time per experiment below"
+    )
     return lines
 
 
@@ -233,23 +271,47 @@ def experiment_figures(exp: Experiment, fig_dir: Path, slug: str) -> list[tuple[
 
     figures = []
     stats = group_stats(exp)
-    refs: list[tuple[float, str]] = []  # dashed lines: the report's final accuracies (not its best-epoch CNN figure)
+    refs: list[
+        tuple[float, str]
+    ] = []  # dashed lines: the report's final accuracies (not its best-epoch CNN figure)
     for g in stats:
         r = g.reference
-        if r is not None and r.value is not None and r.metric == "final_test_acc" and (r.value, f"course report: {r.text}") not in refs:
+        if (
+            r is not None
+            and r.value is not None
+            and r.metric == "final_test_acc"
+            and (r.value, f"course report: {r.text}") not in refs
+        ):
             refs.append((r.value, f"course report: {r.text}"))
-    numeric = [k for k in exp.keys if len({r.point[k] for r in exp.runs}) >= 3 and all(_num_key(r.point[k])[0] == 0 for r in exp.runs)]
+    numeric = [
+        k
+        for k in exp.keys
+        if len({r.point[k] for r in exp.runs}) >= 3
+        and all(_num_key(r.point[k])[0] == 0 for r in exp.runs)
+    ]
     if len(exp.groups) <= 6:
-        groups = {exp.label(v): [r.history() for r in runs if r.ok] for v, runs in exp.groups.items()}
+        groups = {
+            exp.label(v): [r.history() for r in runs if r.ok] for v, runs in exp.groups.items()
+        }
         groups = {k: v for k, v in groups.items() if v}
         if groups:
-            path = plots.plot_curves_mean_std(groups, fig_dir / f"{slug}-curves.png", title=f"{exp.preset}: learning curves", references=refs)
-            figures.append((path, (
-                "Test accuracy (left) and training loss (right, log scale) against epoch: mean over seeds, band +- one "
-                "standard deviation, n seeds per setting. Dashed lines: the course report's final accuracy. "
-                "What to see: where each setting settles against the dashed line, how fast it gets there, "
-                "and how wide the spread over seeds is."
-            )))
+            path = plots.plot_curves_mean_std(
+                groups,
+                fig_dir / f"{slug}-curves.png",
+                title=f"{exp.preset}: learning curves",
+                references=refs,
+            )
+            figures.append(
+                (
+                    path,
+                    (
+                        "Test accuracy (left) and training loss (right, log scale) against epoch: mean over seeds, band +- one "
+                        "standard deviation, n seeds per setting. Dashed lines: the course report's final accuracy. "
+                        "What to see: where each setting settles against the dashed line, how fast it gets there, "
+                        "and how wide the spread over seeds is."
+                    ),
+                )
+            )
     for key in numeric:
         rows = [{**r.point, "final_test_acc": r.summary.get("final_test_acc")} for r in exp.runs]
         rows = [{**row, key: float(row[key])} for row in rows]
@@ -259,7 +321,12 @@ def experiment_figures(exp: Experiment, fig_dir: Path, slug: str) -> list[tuple[
             points = [(5.0, 1.0, "course report: 100% at T=5")]
         name = key.split(".")[-1]
         path = plots.plot_metric_vs_param(
-            rows, key, fig_dir / f"{slug}-accuracy-vs-{name}.png", series=others, title=f"{exp.preset}: final test accuracy against {name}", references=points
+            rows,
+            key,
+            fig_dir / f"{slug}-accuracy-vs-{name}.png",
+            series=others,
+            title=f"{exp.preset}: final test accuracy against {name}",
+            references=points,
         )
         what = (
             "accuracy against the number of digits T: the course report's vanilla RNN reached 100% at T=5 (star) and fell as T "
@@ -267,16 +334,26 @@ def experiment_figures(exp: Experiment, fig_dir: Path, slug: str) -> list[tuple[
             if key == "data.length"
             else f"how final accuracy changes with {key}."
         )
-        figures.append((path, f"Final test accuracy against {key}: mean over seeds (line), min-max over seeds (band). What to see: {what}"))
+        figures.append(
+            (
+                path,
+                f"Final test accuracy against {key}: mean over seeds (line), min-max over seeds (band). What to see: {what}",
+            )
+        )
     cfg = exp.runs[0].config
     if cfg["data"]["name"] in TOY_DATA and cfg["model"]["name"] == "mlp":
         path = boundary_figure(exp, fig_dir / f"{slug}-boundaries.png")
         if path is not None:
-            figures.append((path, (
-                "Decision boundaries: test points over the regions each setting's network predicts (first seed, final "
-                "weights), with its test accuracy. What to see: a smooth boundary that follows the two moons; "
-                "errors sit where the noisy moons overlap."
-            )))
+            figures.append(
+                (
+                    path,
+                    (
+                        "Decision boundaries: test points over the regions each setting's network predicts (first seed, final "
+                        "weights), with its test accuracy. What to see: a smooth boundary that follows the two moons; "
+                        "errors sit where the noisy moons overlap."
+                    ),
+                )
+            )
     return figures
 
 
@@ -296,26 +373,48 @@ def boundary_figure(exp: Experiment, path: Path, resolution: int = 120) -> Path 
         cfg = load_config(str(run.path / "config.toml"))
         x, y, predict = _run_predictor(cfg, run.path)
         lo, hi = x.min(axis=0) - 0.5, x.max(axis=0) + 0.5
-        xx, yy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
-        zz = predict(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)).reshape(xx.shape)
+        xx, yy = np.meshgrid(
+            np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
+        )
+        zz = predict(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)).reshape(
+            xx.shape
+        )
         acc = float((predict(x) == y).mean())
-        panels.append({"title": f"{exp.label(values)}\nseed {cfg.train.seed}: test acc {acc:.3f}", "x": x, "y": y, "xx": xx, "yy": yy, "zz": zz})
+        panels.append(
+            {
+                "title": f"{exp.label(values)}\nseed {cfg.train.seed}: test acc {acc:.3f}",
+                "x": x,
+                "y": y,
+                "xx": xx,
+                "yy": yy,
+                "zz": zz,
+            }
+        )
     if not panels:
         return None
-    return plot_decision_boundaries(panels, path, title=f"{exp.preset}: test points and decision boundaries")
+    return plot_decision_boundaries(
+        panels, path, title=f"{exp.preset}: test points and decision boundaries"
+    )
 
 
 # --------------------------------------------------------------------------- the document
 
 
-def build_blocks(experiments: list[Experiment], notices: list[str], fig_dir: Path, note: str = "") -> list[tuple]:
+def build_blocks(
+    experiments: list[Experiment], notices: list[str], fig_dir: Path, note: str = ""
+) -> list[tuple]:
     """The report as blocks: ("h1"|"h2"|"h3"|"p", text), ("list", items), ("table", head, rows), ("figure", path, caption)."""
     blocks: list[tuple] = [("h1", "nnlab: the course report, reproduced")]
-    blocks.append(("p", (
-        "Every experiment of the course report (CS324 Deep Learning, Assignment 2) re-run with correct code, beside "
-        "nnlab's own improved presets. Accuracies are test-set accuracies as mean +- sample standard deviation over "
-        "seeds, with n the number of seeds; 'final' is the model each run ends with, 'best' its best evaluation."
-    )))
+    blocks.append(
+        (
+            "p",
+            (
+                "Every experiment of the course report (CS324 Deep Learning, Assignment 2) re-run with correct code, beside "
+                "nnlab's own improved presets. Accuracies are test-set accuracies as mean +- sample standard deviation over "
+                "seeds, with n the number of seeds; 'final' is the model each run ends with, 'best' its best evaluation."
+            ),
+        )
+    )
     if note:
         blocks.append(("p", note))
     summary_rows, sections = [], []
@@ -325,26 +424,70 @@ def build_blocks(experiments: list[Experiment], notices: list[str], fig_dir: Pat
         kind = "the course report's setup" if exp.preset.startswith("seed-") else "nnlab's preset"
         for g in stats:
             ref, delta = ref_cells(g)
-            summary_rows.append([exp.preset, g.label, pct(*g.final) + f" (n={g.n})", pct(*g.best), ref, delta])
+            summary_rows.append(
+                [exp.preset, g.label, pct(*g.final) + f" (n={g.n})", pct(*g.best), ref, delta]
+            )
         slug = f"{i:02d}-{exp.preset}"
         sections.append((part, exp, stats, kind, slug))
-    blocks += [("h2", "Summary"), ("table", ["experiment", "setting", "final test acc (n)", "best test acc", "course report", "ours - report"], summary_rows)]
+    blocks += [
+        ("h2", "Summary"),
+        (
+            "table",
+            [
+                "experiment",
+                "setting",
+                "final test acc (n)",
+                "best test acc",
+                "course report",
+                "ours - report",
+            ],
+            summary_rows,
+        ),
+    ]
     current = None
     for part, exp, stats, kind, slug in sections:
         if part != current:
             blocks.append(("h2", part))
             current = part
-        folder = f" in {exp.path.name}/" if exp.path.name != exp.preset else ""  # e.g. seed-rnn, and seed-rnn over lengths
+        folder = (
+            f" in {exp.path.name}/" if exp.path.name != exp.preset else ""
+        )  # e.g. seed-rnn, and seed-rnn over lengths
         blocks.append(("h3", f"{exp.preset}{folder} ({kind})"))
         if exp.description:
             blocks.append(("p", exp.description))
-        blocks.append(("list", [f"folder: {exp.path}", *setup_lines(exp), f"time: {wall_time(exp)}"]))
+        blocks.append(
+            ("list", [f"folder: {exp.path}", *setup_lines(exp), f"time: {wall_time(exp)}"])
+        )
         rows = []
         for g in stats:
             ref, delta = ref_cells(g)
             failed = f" ({g.failed} diverged)" if g.failed else ""
-            rows.append([g.label, f"{g.n}{failed}", pct(*g.final), pct(*g.best), f"{g.seconds:.1f}", ref, delta])
-        blocks.append(("table", ["setting", "n", "final test acc", "best test acc", "train s/run", "course report", "ours - report"], rows))
+            rows.append(
+                [
+                    g.label,
+                    f"{g.n}{failed}",
+                    pct(*g.final),
+                    pct(*g.best),
+                    f"{g.seconds:.1f}",
+                    ref,
+                    delta,
+                ]
+            )
+        blocks.append(
+            (
+                "table",
+                [
+                    "setting",
+                    "n",
+                    "final test acc",
+                    "best test acc",
+                    "train s/run",
+                    "course report",
+                    "ours - report",
+                ],
+                rows,
+            )
+        )
         for path, caption in experiment_figures(exp, fig_dir, slug):
             blocks.append(("figure", path, caption))
     blocks += [("h2", "Machine, versions and time"), ("list", provenance(experiments))]
@@ -371,13 +514,21 @@ def write_report(dirs: list[Path], out: Path, note: str = "") -> dict[str, Any]:
     atomic_write_text(out / "report.md", render_markdown(blocks, out))
     atomic_write_text(out / "report.html", render_html(blocks))
     summary = next(b for b in blocks if b[0] == "table")
-    return {"markdown": out / "report.md", "html": out / "report.html", "notices": notices, "summary": summary}
+    return {
+        "markdown": out / "report.md",
+        "html": out / "report.html",
+        "notices": notices,
+        "summary": summary,
+    }
 
 
 def format_table(head: list[str], rows: list[list[str]]) -> str:
     """A plain-text table for the terminal (columns padded to their widest cell)."""
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [head, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

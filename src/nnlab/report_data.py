@@ -56,7 +56,10 @@ class Experiment:
             self.groups.setdefault(tuple(run.point.get(k, "") for k in self.keys), []).append(run)
 
     def label(self, values: tuple) -> str:
-        return "  ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(self.keys, values, strict=True)) or "all seeds"
+        return (
+            "  ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(self.keys, values, strict=True))
+            or "all seeds"
+        )
 
 
 def read_run(path: Path, point: dict[str, str] | None = None) -> Run:
@@ -65,7 +68,9 @@ def read_run(path: Path, point: dict[str, str] | None = None) -> Run:
     if not cfg_path.is_file():
         raise RunError(f"{path}: not an nnlab run folder (no config.toml)")
     if not summary_path.is_file():
-        raise RunError(f"{path}: half-finished run (no summary.json yet); finish it with 'nnlab resume {path}'")
+        raise RunError(
+            f"{path}: half-finished run (no summary.json yet); finish it with 'nnlab resume {path}'"
+        )
     try:
         config = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -88,7 +93,9 @@ def read_results(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         raise RunError(f"{path}: cannot read results ({exc})") from None
     missing = [c for c in RESULT_COLUMNS if c not in columns]
     if missing:
-        raise RunError(f"{path}: missing column(s) {', '.join(missing)}; results.csv needs {', '.join(RESULT_COLUMNS)}")
+        raise RunError(
+            f"{path}: missing column(s) {', '.join(missing)}; results.csv needs {', '.join(RESULT_COLUMNS)}"
+        )
     keys = [c for c in columns if "." in c]  # swept keys are dotted config keys, e.g. data.length
     return keys, rows
 
@@ -106,7 +113,9 @@ def read_sweep(path: Path, notices: list[str]) -> Experiment | None:
         runs.append(read_run(folder, {k: row[k] for k in keys}))
     for folder in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in listed):
         if (folder / "config.toml").is_file() and not (folder / "summary.json").is_file():
-            notices.append(f"skipped half-finished run {folder} (no summary.json; rerun the sweep to finish it)")
+            notices.append(
+                f"skipped half-finished run {folder} (no summary.json; rerun the sweep to finish it)"
+            )
     if not runs:
         notices.append(f"skipped {path}: no finished runs in results.csv")
         return None
@@ -127,14 +136,22 @@ def collect_folders(dirs: list[Path]) -> tuple[list[Experiment], list[str]]:
         if (d / "results.csv").is_file() or (d / "config.toml").is_file():
             found = [d]
         else:  # a folder of run/sweep folders, e.g. what `nnlab reproduce --out` writes
-            found = [c for c in sorted(d.iterdir()) if c.is_dir() and ((c / "results.csv").is_file() or (c / "config.toml").is_file())]
+            found = [
+                c
+                for c in sorted(d.iterdir())
+                if c.is_dir() and ((c / "results.csv").is_file() or (c / "config.toml").is_file())
+            ]
             if not found:
-                raise RunError(f"{d}: not an nnlab run or sweep folder (no config.toml or results.csv, nor folders with them)")
+                raise RunError(
+                    f"{d}: not an nnlab run or sweep folder (no config.toml or results.csv, nor folders with them)"
+                )
         for f in found:
             if (f / "results.csv").is_file():
                 exp = read_sweep(f, notices)
             elif not (f / "summary.json").is_file():
-                notices.append(f"skipped half-finished run {f} (no summary.json; 'nnlab resume {f}' finishes it)")
+                notices.append(
+                    f"skipped half-finished run {f} (no summary.json; 'nnlab resume {f}' finishes it)"
+                )
                 exp = None
             else:
                 run = read_run(f)
@@ -142,5 +159,7 @@ def collect_folders(dirs: list[Path]) -> tuple[list[Experiment], list[str]]:
             if exp is not None:
                 experiments.append(exp)
     if not experiments:
-        raise RunError(f"{', '.join(map(str, dirs))}: nothing finished to report ({'; '.join(notices) or 'no runs'})")
+        raise RunError(
+            f"{', '.join(map(str, dirs))}: nothing finished to report ({'; '.join(notices) or 'no runs'})"
+        )
     return experiments, notices

@@ -65,7 +65,9 @@ def render_html(blocks: list[tuple]) -> str:
             body.append("<ul>" + "".join(f"<li>{esc(str(i))}</li>" for i in block[1]) + "</ul>")
         elif kind == "table":
             head = "".join(f"<th>{esc(str(h))}</th>" for h in block[1])
-            rows = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in r) + "</tr>" for r in block[2])
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in r) + "</tr>" for r in block[2]
+            )
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif kind == "figure":
             data = base64.b64encode(Path(block[1]).read_bytes()).decode("ascii")
@@ -75,7 +77,7 @@ def render_html(blocks: list[tuple]) -> str:
             )
     # rel="icon" href="data:,": no favicon request (a browser would otherwise log a failed fetch).
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<link rel="icon" href="data:,"><title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n'
         + "\n".join(body)
         + "\n</body></html>\n"

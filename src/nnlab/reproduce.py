@@ -36,7 +36,9 @@ class Step:
     key: str
     preset: str
     seeds: int
-    grid: dict[str, list[Any]] = field(default_factory=dict)  # added to (or replacing keys of) the preset's [sweep]
+    grid: dict[str, list[Any]] = field(
+        default_factory=dict
+    )  # added to (or replacing keys of) the preset's [sweep]
     overrides: dict[str, Any] = field(default_factory=dict)
     cifar: bool = False  # needs CIFAR-10
 
@@ -61,9 +63,27 @@ FULL = [
 QUICK = [
     Step("seed-moons", "seed-moons", 3, {"model.backend": ["torch", "numpy"]}),
     Step("moons", "moons", 3),
-    Step("seed-cifar-mlp", "seed-cifar-mlp", 2, overrides={"data.limit_train": 10000, "data.limit_test": 2000, "train.epochs": 3}, cifar=True),
-    Step("seed-cnn", "seed-cnn", 1, overrides={"data.limit_train": 2000, "data.limit_test": 1000, "train.epochs": 1}, cifar=True),
-    Step("cnn-quick", "cnn-quick", 1, overrides={"data.limit_train": 10000, "data.limit_test": 2000}, cifar=True),
+    Step(
+        "seed-cifar-mlp",
+        "seed-cifar-mlp",
+        2,
+        overrides={"data.limit_train": 10000, "data.limit_test": 2000, "train.epochs": 3},
+        cifar=True,
+    ),
+    Step(
+        "seed-cnn",
+        "seed-cnn",
+        1,
+        overrides={"data.limit_train": 2000, "data.limit_test": 1000, "train.epochs": 1},
+        cifar=True,
+    ),
+    Step(
+        "cnn-quick",
+        "cnn-quick",
+        1,
+        overrides={"data.limit_train": 10000, "data.limit_test": 2000},
+        cifar=True,
+    ),
     Step("seed-rnn", "seed-rnn", 3),
     Step(
         "seed-rnn-lengths",
@@ -106,7 +126,14 @@ def _smoke(step: Step) -> Step:
     """The same experiment, a few seconds long: 2 epochs (CIFAR-10: 1), small data, 2 seeds, 3 lengths."""
     over = {**step.overrides, "train.epochs": 2}
     if step.cifar:
-        over.update({"data.limit_train": 128, "data.limit_test": 64, "train.batch_size": 64, "train.epochs": 1})
+        over.update(
+            {
+                "data.limit_train": 128,
+                "data.limit_test": 64,
+                "train.batch_size": 64,
+                "train.epochs": 1,
+            }
+        )
     if "palindrome" in step.preset or step.preset == "seed-rnn":
         over.update({"data.n_samples": 300, "data.epoch_size": 256})
     grid = {k: (v[:3] if k == "data.length" else v) for k, v in step.grid.items()}
@@ -134,14 +161,21 @@ def cifar_overrides(path: str | None) -> dict[str, Any] | None:
     if _is_image_folder(source):
         return {"data.name": "imagefolder", "data.dir": str(source.resolve())}
     meta = import_cifar10(source)
-    print(f"imported CIFAR-10 from {source}: {meta['n_train']} + {meta['n_test']} images", file=sys.stderr)
+    print(
+        f"imported CIFAR-10 from {source}: {meta['n_train']} + {meta['n_test']} images",
+        file=sys.stderr,
+    )
     return {}
 
 
 def _is_image_folder(source: Path) -> bool:
     """An ImageFolder tree (``train/<class>/*``, maybe one folder down) or a tar archive of one."""
     if source.is_dir():
-        return any((d / "train").is_dir() and (d / "test").is_dir() for d in [source, *source.iterdir()] if d.is_dir())
+        return any(
+            (d / "train").is_dir() and (d / "test").is_dir()
+            for d in [source, *source.iterdir()]
+            if d.is_dir()
+        )
     try:
         with tarfile.open(source) as tar:
             for member in tar:  # stops at the first telling name: no need to read the whole archive
@@ -160,12 +194,20 @@ def _is_image_folder(source: Path) -> bool:
 
 def _cpu_seconds() -> float:
     """CPU time of this process and its finished children (sweep workers)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def run_reproduce(
-    scale: str, out: Path, *, cifar10: str | None = None, jobs: int = 0, steps: list[Step] | None = None
+    scale: str,
+    out: Path,
+    *,
+    cifar10: str | None = None,
+    jobs: int = 0,
+    steps: list[Step] | None = None,
 ) -> dict[str, Any]:
     """Run every step of ``scale`` into ``out``, then write the report; returns report paths and timings.
 
@@ -195,22 +237,37 @@ def run_reproduce(
     for i, (step, cfg) in enumerate(zip(todo, configs, strict=True), start=1):
         grid = {**cfg.sweep, **step.grid}
         seeds = list(range(cfg.train.seed, cfg.train.seed + step.seeds))
-        print(f"== [{i}/{len(todo)}] {step.key}: {step.preset}, {step.seeds} seed(s)"
-              + (f", grid {', '.join(f'{k}={v}' for k, v in grid.items())}" if grid else ""), file=sys.stderr, flush=True)
+        print(
+            f"== [{i}/{len(todo)}] {step.key}: {step.preset}, {step.seeds} seed(s)"
+            + (f", grid {', '.join(f'{k}={v}' for k, v in grid.items())}" if grid else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         t0, c0 = time.perf_counter(), _cpu_seconds()
         run_sweep(cfg, grid, seeds, out / step.key, jobs=jobs)
-        timings.append({"step": step.key, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - c0})
+        timings.append(
+            {"step": step.key, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - c0}
+        )
     total = time.perf_counter() - start
     # One row per step and call, appended: a rerun that skips finished runs keeps the first timings.
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     rows = [f"{stamp},{scale},{t['step']},{t['wall_s']:.1f},{t['cpu_s']:.1f}" for t in timings]
     path = out / "timings.csv"
-    before = path.read_text(encoding="utf-8") if path.is_file() else "started,scale,step,wall_s,cpu_s\n"
+    before = (
+        path.read_text(encoding="utf-8") if path.is_file() else "started,scale,step,wall_s,cpu_s\n"
+    )
     atomic_write_text(path, before + "\n".join(rows) + "\n")
-    note = {"quick": QUICK_NOTE, "full": FULL_NOTE}.get(scale, f"Scale: {scale} (a test-sized run).")
+    note = {"quick": QUICK_NOTE, "full": FULL_NOTE}.get(
+        scale, f"Scale: {scale} (a test-sized run)."
+    )
     if cifar is None:
         note += " CIFAR-10 was not available, so its experiments were not run ('nnlab data cifar10 --archive PATH')."
     t0 = time.perf_counter()
     report = write_report([out / s.key for s in todo], out / "report", note=note)
     timings.append({"step": "report", "wall_s": time.perf_counter() - t0, "cpu_s": 0.0})
-    return {**report, "timings": timings, "wall_s": time.perf_counter() - start, "train_wall_s": total}
+    return {
+        **report,
+        "timings": timings,
+        "wall_s": time.perf_counter() - start,
+        "train_wall_s": total,
+    }

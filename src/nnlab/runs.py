@@ -31,7 +31,16 @@ from nnlab.errors import RunError
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
-METRIC_COLUMNS = ["epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "elapsed_s"]
+METRIC_COLUMNS = [
+    "epoch",
+    "step",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "lr",
+    "elapsed_s",
+]
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -221,7 +230,13 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     out = []
     for i, row in enumerate(rows, start=2):
         try:
-            out.append({k: (float(v) if v not in ("", None) else float("nan")) for k, v in row.items() if k})
+            out.append(
+                {
+                    k: (float(v) if v not in ("", None) else float("nan"))
+                    for k, v in row.items()
+                    if k
+                }
+            )
         except ValueError:
             raise RunError(f"{path}: line {i} is not a row of numbers") from None
     return out
@@ -292,10 +307,19 @@ def git_commit() -> str | None:
     src = Path(__file__).resolve().parent
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=src, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

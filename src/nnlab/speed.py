@@ -69,7 +69,9 @@ def check_options(cfg: Config, device: torch.device, input_shape: tuple[int, ...
 
         reason = unsupported(cfg, speed_settings(cfg, device, input_shape)[0])
         if reason is not None:
-            raise ConfigError(f"train.manual_step: the hand-derived step cannot train this run: {reason}; use auto or off")
+            raise ConfigError(
+                f"train.manual_step: the hand-derived step cannot train this run: {reason}; use auto or off"
+            )
     if not t.compile:
         return
     if t.compile_mode == "reduce-overhead" and device.type != "cuda":

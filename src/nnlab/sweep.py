@@ -53,7 +53,9 @@ def parse_grid_arg(text: str, cfg: Config) -> tuple[str, list[Any]]:
 def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """The product of every key's values, in order, as override dicts."""
     keys = list(grid)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+    return [
+        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))
+    ]
 
 
 def run_name(point: dict[str, Any], seed: int) -> str:
@@ -67,7 +69,9 @@ def _short(value: Any) -> str:
     return str(value).replace("/", "_").replace(" ", "")
 
 
-def plan(cfg: Config, grid: dict[str, list[Any]], seeds: Sequence[int]) -> list[tuple[str, Config, dict[str, Any]]]:
+def plan(
+    cfg: Config, grid: dict[str, list[Any]], seeds: Sequence[int]
+) -> list[tuple[str, Config, dict[str, Any]]]:
     """Validate every grid point up front, so a bad value fails before any run starts."""
     jobs = []
     for point in expand_grid(grid):
@@ -91,7 +95,9 @@ def _run_one(name: str, cfg: Config, out: str, threads: int) -> dict[str, Any]:
         limit_cpu_threads(threads)
     folder = Path(out) / name
     try:
-        if (folder / "checkpoints" / "last.pt").exists():  # interrupted: go on from its last checkpoint
+        if (
+            folder / "checkpoints" / "last.pt"
+        ).exists():  # interrupted: go on from its last checkpoint
             return resume_training(folder, cfg, progress="off")
         if folder.exists():  # interrupted before its first checkpoint: start it again
             shutil.rmtree(folder)
@@ -134,7 +140,10 @@ def run_sweep(
     skipped = len(planned) - len(todo)
     out.mkdir(parents=True, exist_ok=True)
     if skipped:
-        print(f"{skipped} of {len(planned)} runs already finished in {out}; skipping them", file=sys.stderr)
+        print(
+            f"{skipped} of {len(planned)} runs already finished in {out}; skipping them",
+            file=sys.stderr,
+        )
     from nnlab.stacked import group_runs, run_group
 
     groups = group_runs(todo)  # runs that differ only in seed train together, as one stack
@@ -147,8 +156,14 @@ def run_sweep(
         nonlocal done
         done += 1
         acc = summary.get("final_test_acc")
-        result = f"final_test_acc {acc:.4f}" if acc is not None else f"FAILED: {summary.get('error')}"
-        print(f"[{done}/{len(planned)}] {name}: {result} ({summary['train_seconds']:.1f} s)", file=sys.stderr, flush=True)
+        result = (
+            f"final_test_acc {acc:.4f}" if acc is not None else f"FAILED: {summary.get('error')}"
+        )
+        print(
+            f"[{done}/{len(planned)}] {name}: {result} ({summary['train_seconds']:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
         write_results(out, planned, keys)
 
     if jobs == 1:
@@ -160,7 +175,11 @@ def run_sweep(
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         # spawn: a clean interpreter per worker (fork and torch's thread pools do not mix).
-        pool_args = {"mp_context": mp.get_context("spawn"), "initializer": _init_worker, "initargs": (threads,)}
+        pool_args = {
+            "mp_context": mp.get_context("spawn"),
+            "initializer": _init_worker,
+            "initargs": (threads,),
+        }
         with ProcessPoolExecutor(max_workers=jobs, **pool_args) as pool:
             futures = [pool.submit(run_group, group, str(out), threads) for group in groups]
             try:
@@ -180,8 +199,13 @@ def run_sweep(
     from nnlab.plots import plot_sweep_boundaries, plot_sweep_metric
 
     plot_sweep_boundaries(out, planned, keys)  # 2-D data only: each setting's decision boundary
-    plot_sweep_metric(out, rows, keys)  # numeric swept keys (e.g. data.length): accuracy_vs_<key>.png
-    print(f"sweep finished: {len(planned)} runs in {out} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    plot_sweep_metric(
+        out, rows, keys
+    )  # numeric swept keys (e.g. data.length): accuracy_vs_<key>.png
+    print(
+        f"sweep finished: {len(planned)} runs in {out} ({time.perf_counter() - start:.1f} s)",
+        file=sys.stderr,
+    )
     return rows
 
 
@@ -207,7 +231,9 @@ def write_results(out: Path, planned, keys: list[str]) -> list[dict[str, Any]]:
         row.update({c: summary.get(c) for c in RESULT_COLUMNS})
         rows.append(row)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["run", *keys, "seed", *RESULT_COLUMNS], lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=["run", *keys, "seed", *RESULT_COLUMNS], lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "results.csv", buf.getvalue())
@@ -228,7 +254,9 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return mean, std, n
 
 
-def summarize(rows: list[dict[str, Any]], keys: list[str], metric: str = "final_test_acc") -> list[dict[str, Any]]:
+def summarize(
+    rows: list[dict[str, Any]], keys: list[str], metric: str = "final_test_acc"
+) -> list[dict[str, Any]]:
     """Group rows by the swept keys: mean, std and n of ``metric`` and of train time.
 
     Runs without the metric (diverged) are left out of the statistics and counted as ``failed``.
@@ -246,7 +274,9 @@ def summarize(rows: list[dict[str, Any]], keys: list[str], metric: str = "final_
     return table
 
 
-def format_summary(table: list[dict[str, Any]], keys: list[str], metric: str = "final_test_acc") -> str:
+def format_summary(
+    table: list[dict[str, Any]], keys: list[str], metric: str = "final_test_acc"
+) -> str:
     lines = []
     for row in table:
         label = "  ".join(f"{k}={row[k]}" for k in keys) or "all runs"
@@ -263,14 +293,31 @@ def write_summary_table(out: Path, rows: list[dict[str, Any]], keys: list[str]) 
     head = [*keys, "final_test_acc", "train_seconds", "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for entry in summarize(rows, keys):
-        members = [r for r in rows if all(r[k] == entry[k] for k in keys) and r.get("final_test_acc") not in (None, "")]
+        members = [
+            r
+            for r in rows
+            if all(r[k] == entry[k] for k in keys) and r.get("final_test_acc") not in (None, "")
+        ]
         s_mean, s_std, _ = mean_std([float(r["train_seconds"]) for r in members])
         failed = f" ({entry['failed']} diverged)" if entry.get("failed") else ""
-        cells = [*(str(entry[k]) for k in keys), f"{entry['mean']:.4f} +- {entry['std']:.4f}", f"{s_mean:.2f} +- {s_std:.2f}", f"{entry['n']}{failed}"]
+        cells = [
+            *(str(entry[k]) for k in keys),
+            f"{entry['mean']:.4f} +- {entry['std']:.4f}",
+            f"{s_mean:.2f} +- {s_std:.2f}",
+            f"{entry['n']}{failed}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     text = "mean +- sample std over seeds; train_seconds is per run (a stacked run's share of its stack)\n\n"
     atomic_write_text(out / "summary.md", text + "\n".join(lines) + "\n")
     return out / "summary.md"
 
 
-__all__ = ["run_sweep", "parse_grid_arg", "expand_grid", "summarize", "format_summary", "mean_std", "NnlabError"]
+__all__ = [
+    "run_sweep",
+    "parse_grid_arg",
+    "expand_grid",
+    "summarize",
+    "format_summary",
+    "mean_std",
+    "NnlabError",
+]

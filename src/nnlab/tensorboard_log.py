@@ -98,12 +98,18 @@ class TensorBoardLog:
         model.eval()  # BatchNorm and dropout in their inference form; no running-stat updates
         try:
             with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TracerWarnings about Python control flow are expected
+                warnings.simplefilter(
+                    "ignore"
+                )  # TracerWarnings about Python control flow are expected
                 start = time.perf_counter()
                 traced = torch.jit.trace(model, example, check_trace=False)
                 self.writer.add_graph(traced, example)
-            self.writer.add_text("graph", f"traced in {time.perf_counter() - start:.2f} s", global_step=0)
-        except Exception as exc:  # a graph is a nicety: a model jit cannot trace still trains and logs
+            self.writer.add_text(
+                "graph", f"traced in {time.perf_counter() - start:.2f} s", global_step=0
+            )
+        except (
+            Exception
+        ) as exc:  # a graph is a nicety: a model jit cannot trace still trains and logs
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             self.writer.add_text("graph", f"not traced: {first[:300]}", global_step=0)
         finally:

@@ -59,12 +59,20 @@ def select_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device: '{name}' requested but CUDA is not available here; use auto or cpu")
+            raise ConfigError(
+                f"train.device: '{name}' requested but CUDA is not available here; use auto or cpu"
+            )
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"train.device: '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ConfigError("train.device: 'mps' requested but Apple's MPS is not available here; use auto or cpu")
+            raise ConfigError(
+                f"train.device: '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ConfigError(
+            "train.device: 'mps' requested but Apple's MPS is not available here; use auto or cpu"
+        )
     return torch.device(name)
 
 
@@ -115,19 +123,35 @@ def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     update over tensors.
     """
     params = [p for p in params if p.requires_grad]
-    fused_ok = cfg.name != "rmsprop" and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    fused_ok = cfg.name != "rmsprop" and all(
+        p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
+    )
     fast = {"fused": True} if fused_ok else {"foreach": True}
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **fast
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+            **fast,
         )
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **fast)
+        return torch.optim.Adam(
+            params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **fast
+        )
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **fast)
+        return torch.optim.AdamW(
+            params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **fast
+        )
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(
-            params, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+            params,
+            lr=cfg.lr,
+            alpha=cfg.alpha,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            foreach=True,
         )
     raise ConfigError(f"optim.name: unknown optimizer {cfg.name!r}")
 
@@ -138,13 +162,21 @@ def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch
     if cfg.name == "none":
         return None, False
     if cfg.name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), False
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=cfg.step_size, gamma=cfg.gamma
+        ), False
     if cfg.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=cfg.min_lr), True
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=total, eta_min=cfg.min_lr
+        ), True
     if cfg.name == "onecycle":
         max_lr = [g["lr"] for g in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start), True
-    if cfg.name == "triangle":  # linear up from start_factor * lr to lr at pct_start, then linear down to min_lr
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start
+        ), True
+    if (
+        cfg.name == "triangle"
+    ):  # linear up from start_factor * lr to lr at pct_start, then linear down to min_lr
         peak, lr = max(1, round(cfg.pct_start * total)), optimizer.param_groups[0]["lr"]
         ends = (cfg.start_factor, cfg.min_lr / lr)  # as shares of optim.lr
 
@@ -219,7 +251,9 @@ def train_one_epoch(
     return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
 
 
-def _forward_loss(model: nn.Module, x, y, amp: bool, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward_loss(
+    model: nn.Module, x, y, amp: bool, label_smoothing: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits, mean cross-entropy)``; no autocast context at all unless ``amp`` (it costs per call)."""
     if amp:
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
@@ -230,7 +264,9 @@ def _forward_loss(model: nn.Module, x, y, amp: bool, label_smoothing: float) -> 
 
 
 @torch.no_grad()
-def infer(model: nn.Module, loader, amp: bool = False, tta: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def infer(
+    model: nn.Module, loader, amp: bool = False, tta: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels for every example of ``loader``, in order (model in eval mode).
 
     ``tta`` > 0 averages each image's logits over mirrored/shifted views (``nnlab.tta``).
@@ -292,8 +328,14 @@ class Progress:
         if self.bar is not None:
             self.bar.update(epoch - self.bar.n)
             if row:
-                self.bar.set_postfix(loss=f"{row['train_loss']:.4f}", test_acc=f"{row['test_acc']:.4f}")
-        elif self.mode == "lines" and row and (epoch / self.total >= self.next_mark or epoch == self.total):
+                self.bar.set_postfix(
+                    loss=f"{row['train_loss']:.4f}", test_acc=f"{row['test_acc']:.4f}"
+                )
+        elif (
+            self.mode == "lines"
+            and row
+            and (epoch / self.total >= self.next_mark or epoch == self.total)
+        ):
             self.next_mark = math.floor(epoch / self.total * 10 + 1) / 10
             print(
                 f"{self.label} epoch {epoch}/{self.total}  train_loss {row['train_loss']:.4f}  "
@@ -307,7 +349,9 @@ class Progress:
             self.bar.close()
 
 
-def speed_settings(cfg: Config, device: torch.device, input_shape: tuple[int, ...]) -> tuple[bool, bool]:
+def speed_settings(
+    cfg: Config, device: torch.device, input_shape: tuple[int, ...]
+) -> tuple[bool, bool]:
     """``(amp, channels_last)`` for this run. ``auto`` turns both on for CUDA (bf16
     autocast where the GPU has bf16; channels_last for image inputs, where cuDNN's
     NHWC kernels are faster), and for image models on CPUs with AMX bf16 matrix
@@ -321,7 +365,10 @@ def speed_settings(cfg: Config, device: torch.device, input_shape: tuple[int, ..
         device.type == "cpu" and image and _cpu_has_native_bf16()
     )
     amp = t.amp == "on" or (t.amp == "auto" and fast_bf16)
-    channels_last = image and (t.channels_last == "on" or (t.channels_last == "auto" and (device.type == "cuda" or fast_bf16)))
+    channels_last = image and (
+        t.channels_last == "on"
+        or (t.channels_last == "auto" and (device.type == "cuda" or fast_bf16))
+    )
     return amp, channels_last
 
 
@@ -337,25 +384,35 @@ def image_transforms(cfg: Config, data: DataBundle, device: torch.device):
     """``(train, test)`` batch transforms for uint8 images (augment + normalise on the device); None otherwise."""
     if data.x_train.dtype != torch.uint8:
         if cfg.data.augment:
-            raise ConfigError(f"data.augment: only image datasets (cifar10, imagefolder) can be augmented, not {cfg.data.name}")
+            raise ConfigError(
+                f"data.augment: only image datasets (cifar10, imagefolder) can be augmented, not {cfg.data.name}"
+            )
         return None, None
     from nnlab.data.augment import ImageTransform
 
     mean, std = data.normalization if data.normalization is not None else (None, None)
     _, channels_last = speed_settings(cfg, device, data.input_shape)
     d = cfg.data
-    common = {"padding": d.crop_padding, "cutout_size": d.cutout_size, "channels_last": channels_last}
+    common = {
+        "padding": d.crop_padding,
+        "cutout_size": d.cutout_size,
+        "channels_last": channels_last,
+    }
     return ImageTransform(mean, std, d.augment, **common), ImageTransform(mean, std, (), **common)
 
 
-def make_loaders(cfg: Config, data: DataBundle, device: torch.device) -> tuple[TensorLoader, TensorLoader]:
+def make_loaders(
+    cfg: Config, data: DataBundle, device: torch.device
+) -> tuple[TensorLoader, TensorLoader]:
     """Move the splits to ``device`` once; batches are then views of them.
 
     Under torchrun each rank trains on its share of every global batch and scores
     its share of the test set (see ``nnlab.distributed``).
     """
     if data.train_loader is not None and distributed.is_distributed():
-        raise ConfigError(f"data.name: {cfg.data.name} draws its own batches, which torchrun ranks cannot share yet; train it in one process")
+        raise ConfigError(
+            f"data.name: {cfg.data.name} draws its own batches, which torchrun ranks cannot share yet; train it in one process"
+        )
     # uint8 images stay uint8 on the device; these convert, augment and normalise each batch.
     train_tf, test_tf = image_transforms(cfg, data, device)
     if data.train_loader is not None:  # the dataset draws its own batches (e.g. a stream)
@@ -374,7 +431,12 @@ def make_loaders(cfg: Config, data: DataBundle, device: torch.device) -> tuple[T
     x_test, y_test = distributed.shard(data.x_test), distributed.shard(data.y_test)
     # Images: a conv net's float32 activations for 2048 images reach ~0.5 GB a layer; 512 keeps memory flat.
     eval_batch = EVAL_BATCH if test_tf is None else 512
-    test = TensorLoader(x_test.to(device), y_test.to(device), max(eval_batch, cfg.train.batch_size), transform=test_tf)
+    test = TensorLoader(
+        x_test.to(device),
+        y_test.to(device),
+        max(eval_batch, cfg.train.batch_size),
+        transform=test_tf,
+    )
     return train, test
 
 
@@ -421,7 +483,11 @@ def fit(
             scheduler.load_state_dict(resume["scheduler"])
         history = list(resume["history"])
         start_epoch, step, elapsed_before = resume["epoch"], resume["step"], resume["elapsed_s"]
-        best_acc, best_epoch, since_best = resume["best_test_acc"], resume["best_epoch"], resume["since_best"]
+        best_acc, best_epoch, since_best = (
+            resume["best_test_acc"],
+            resume["best_epoch"],
+            resume["since_best"],
+        )
         stop_reason = resume["stop_reason"] or stop_reason
         torch.set_rng_state(resume["torch_rng"])
         if resume.get("cuda_rng") is not None and device.type == "cuda":
@@ -430,22 +496,34 @@ def fit(
     if t.ema:
         from nnlab.ema import WeightAverage
 
-        ema = WeightAverage(model, t.ema, t.ema_every, t.lookahead, total_steps=t.epochs * len(train_loader))
+        ema = WeightAverage(
+            model, t.ema, t.ema_every, t.lookahead, total_steps=t.epochs * len(train_loader)
+        )
         if resume is not None:
             ema.load_state_dict(model, resume["ema"])
     eval_model = ema.model if ema is not None else model
     manual = None  # small MLPs: hand-derived gradients instead of autograd (train.manual_step)
     if manual_step.applies(cfg, amp):
         manual = manual_step.ManualMLPStep(
-            model, optimizer, cfg.model.activation, label_smoothing=t.label_smoothing, clip_norm=t.clip_norm
+            model,
+            optimizer,
+            cfg.model.activation,
+            label_smoothing=t.label_smoothing,
+            clip_norm=t.clip_norm,
         )
     # Under torchrun, train through DDP (it averages gradients over ranks); evaluate and checkpoint `model`.
     train_model = distributed.wrap(model, device)
     compile_seconds = None
-    if t.compile:  # compiled once here, on throw-away passes, so train_seconds holds no compile time
+    if (
+        t.compile
+    ):  # compiled once here, on throw-away passes, so train_seconds holds no compile time
         train_model, compile_seconds = speed.compile_and_warm_up(
-            train_model, model, speed.warm_up_batches(train_loader),
-            mode=t.compile_mode, amp=amp, label_smoothing=t.label_smoothing,
+            train_model,
+            model,
+            speed.warm_up_batches(train_loader),
+            mode=t.compile_mode,
+            amp=amp,
+            label_smoothing=t.label_smoothing,
         )
     eval_seconds = 0.0
     config_dict = cfg.to_dict()  # every checkpoint holds it; it does not change during a run
@@ -480,7 +558,9 @@ def fit(
             eval_start = time.perf_counter()
             test_metrics = evaluate(eval_model, test_loader, amp, t.tta)
             eval_seconds += time.perf_counter() - eval_start
-            if distributed.is_distributed():  # each rank measured its own share: combine into whole-set means
+            if (
+                distributed.is_distributed()
+            ):  # each rank measured its own share: combine into whole-set means
                 train_metrics = distributed.average(train_metrics, train_loader.num_examples)
                 test_metrics = distributed.average(test_metrics, test_loader.num_examples)
             row = {
@@ -513,7 +593,9 @@ def fit(
                 # checkpoint, which resume drops and recomputes (bit for bit).
                 run.append_metrics(row)
                 state = {
-                    **_checkpoint_state(cfg, config_dict, eval_model, optimizer, scheduler, epoch, step, best_acc),
+                    **_checkpoint_state(
+                        cfg, config_dict, eval_model, optimizer, scheduler, epoch, step, best_acc
+                    ),
                     "best_epoch": best_epoch,
                     "since_best": since_best,
                     "elapsed_s": row["elapsed_s"],
@@ -524,7 +606,9 @@ def fit(
                 save_checkpoint(run.checkpoints / "last.pt", state)
                 if improved:
                     save_checkpoint(run.checkpoints / "best.pt", state)
-            if tensorboard is not None:  # the same row as scalars, after the files that matter are safe
+            if (
+                tensorboard is not None
+            ):  # the same row as scalars, after the files that matter are safe
                 tensorboard.log_row(row)
             bar.update(epoch, row)
             if stop:
@@ -537,7 +621,9 @@ def fit(
         model.load_state_dict(ema.model.state_dict())
 
     final = {"test_acc": history[-1]["test_acc"], "test_loss": history[-1]["test_loss"]}
-    restore = run is not None or distributed.is_distributed()  # under torchrun only rank 0 has the folder
+    restore = (
+        run is not None or distributed.is_distributed()
+    )  # under torchrun only rank 0 has the folder
     if t.patience and t.restore_best and best_epoch != history[-1]["epoch"] and restore:
         if run is not None:
             model.load_state_dict(load_checkpoint(run.checkpoints / "best.pt")["model"])
@@ -546,7 +632,16 @@ def fit(
         final = {"test_acc": m["acc"], "test_loss": m["loss"]}
         stop_reason += f"; restored the best checkpoint (epoch {best_epoch})"
     return FitResult(
-        history, epoch, step, train_seconds, best_acc, best_epoch, stop_reason, final, compile_seconds, eval_seconds
+        history,
+        epoch,
+        step,
+        train_seconds,
+        best_acc,
+        best_epoch,
+        stop_reason,
+        final,
+        compile_seconds,
+        eval_seconds,
     )
 
 
@@ -562,7 +657,9 @@ def load_initial_weights(model: nn.Module, source: str) -> None:
         path = path / "checkpoints" / "last.pt"
     state = load_checkpoint(path)  # a missing or unreadable file: one-line RunError
     weights = state.get("model") if isinstance(state, dict) else None
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+    if not isinstance(weights, dict) or not all(
+        isinstance(v, torch.Tensor) for v in weights.values()
+    ):
         raise ConfigError(f"train.init_from: {path} holds no model weights")
     own = model.state_dict()
     problems = [f"{k} missing" for k in own if k not in weights]
@@ -586,7 +683,9 @@ def _init_sample(train_loader, test_loader, n: int = 5000) -> torch.Tensor:
     return test_loader.transform(x) if test_loader.transform is not None else x
 
 
-def _checkpoint_state(cfg, config_dict, model, optimizer, scheduler, epoch, step, best_acc) -> dict[str, Any]:
+def _checkpoint_state(
+    cfg, config_dict, model, optimizer, scheduler, epoch, step, best_acc
+) -> dict[str, Any]:
     """A checkpoint that describes itself; every entry loads with ``weights_only=True``."""
     return {
         "model": model.state_dict(),
@@ -614,16 +713,24 @@ def run_training(
     the folder is created, so a rejected run leaves nothing behind. ``resume``
     (from ``load_resume_state``) continues a run already in ``out``.
     """
-    check_available(cfg)  # train.tensorboard without the package: one line, before anything is written
+    check_available(
+        cfg
+    )  # train.tensorboard without the package: one line, before anything is written
     device = select_device(cfg.train.device)
-    device = distributed.setup(cfg, device)  # under torchrun: join the process group, take this rank's GPU
+    device = distributed.setup(
+        cfg, device
+    )  # under torchrun: join the process group, take this rank's GPU
     set_determinism(cfg.train.deterministic)
     seed_everything(cfg.train.seed)
     data = load_data(cfg.data, cfg.train.seed)
-    if cfg.model.backend == "numpy":  # the from-scratch NumPy MLP: its own loop, the same run folder
+    if (
+        cfg.model.backend == "numpy"
+    ):  # the from-scratch NumPy MLP: its own loop, the same run folder
         from nnlab.numpy_mlp import run as numpy_run
 
-        summary = numpy_run.run_numpy_training(cfg, data, out, progress=Progress(cfg.train.epochs, cfg.name, progress))
+        summary = numpy_run.run_numpy_training(
+            cfg, data, out, progress=Progress(cfg.train.epochs, cfg.name, progress)
+        )
         if cfg.train.tensorboard:  # its loop is not fit's: replay the finished run's rows
             from nnlab.runs import read_metrics
             from nnlab.tensorboard_log import log_history
@@ -636,7 +743,9 @@ def run_training(
         load_initial_weights(model, cfg.train.init_from)
     from nnlab.speed import check_options
 
-    check_options(cfg, device, data.input_shape)  # compile / tta problems: one line, before the folder exists
+    check_options(
+        cfg, device, data.input_shape
+    )  # compile / tta problems: one line, before the folder exists
     n_params = sum(p.numel() for p in model.parameters())
     if device.type == "cpu":
         set_cpu_threads(cfg.train.threads, n_params, data.input_shape)
@@ -652,7 +761,9 @@ def run_training(
         # what train.amp / train.channels_last resolved to on this device
         "amp_bf16": (speed := speed_settings(cfg, device, data.input_shape))[0],
         "channels_last": speed[1],
-        "manual_step": manual_step.applies(cfg, speed[0]),  # hand-derived gradients (train.manual_step)
+        "manual_step": manual_step.applies(
+            cfg, speed[0]
+        ),  # hand-derived gradients (train.manual_step)
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "n_params": n_params,
         "n_train": len(data.y_train),
@@ -664,20 +775,38 @@ def run_training(
         "git_commit": git_commit(),
     }
     tensorboard = None
-    if cfg.train.tensorboard and run is not None:  # event files beside metrics.csv (nnlab/tensorboard_log.py)
-        tensorboard = TensorBoardLog(run.path, purge_after_epoch=resume["epoch"] if resume else None)
+    if (
+        cfg.train.tensorboard and run is not None
+    ):  # event files beside metrics.csv (nnlab/tensorboard_log.py)
+        tensorboard = TensorBoardLog(
+            run.path, purge_after_epoch=resume["epoch"] if resume else None
+        )
         tensorboard.log_config(cfg, to_toml(cfg))
         if resume is None:  # the graph's shape is all that matters: zeros stand in for uint8 images
-            x = data.x_test[:1] if data.x_test.is_floating_point() else torch.zeros(1, *data.input_shape)
+            x = (
+                data.x_test[:1]
+                if data.x_test.is_floating_point()
+                else torch.zeros(1, *data.input_shape)
+            )
             tensorboard.log_graph(model, x.to(device))
     try:
-        result = fit(cfg, model, data, device, run, progress=progress, resume=resume, tensorboard=tensorboard)
+        result = fit(
+            cfg, model, data, device, run, progress=progress, resume=resume, tensorboard=tensorboard
+        )
     except TrainingDiverged as exc:
         # A diverged run is a result, not a crash: record it (its last good
         # checkpoint stays as it was) so sweeps report it and do not retry it.
         if run is not None:
-            run.write_summary({"status": "diverged", "error": str(exc), "final_test_acc": None,
-                               "best_test_acc": None, "train_seconds": round(time.time() - started, 3), **provenance})
+            run.write_summary(
+                {
+                    "status": "diverged",
+                    "error": str(exc),
+                    "final_test_acc": None,
+                    "best_test_acc": None,
+                    "train_seconds": round(time.time() - started, 3),
+                    **provenance,
+                }
+            )
         raise
     finally:
         if tensorboard is not None:
@@ -686,13 +815,17 @@ def run_training(
     from nnlab.plots import plot_curves
 
     if run is not None:
-        plot_curves(result.history, run.path / "curves.png", title=f"{cfg.name} (seed {cfg.train.seed})")
+        plot_curves(
+            result.history, run.path / "curves.png", title=f"{cfg.name} (seed {cfg.train.seed})"
+        )
         run.write_summary(summary)  # last: a run is finished iff summary.json exists
     distributed.finish()  # under torchrun: wait for every rank (and rank 0's files), leave the group
     return summary
 
 
-def load_resume_state(out: Path, requested: Config | None = None) -> tuple[Config, dict[str, Any] | None]:
+def load_resume_state(
+    out: Path, requested: Config | None = None
+) -> tuple[Config, dict[str, Any] | None]:
     """The saved config of the unfinished run in ``out`` and its ``last.pt`` state (None if it has none yet).
 
     Repairs ``metrics.csv`` to the checkpoint: rows past it (written just before
@@ -709,9 +842,15 @@ def load_resume_state(out: Path, requested: Config | None = None) -> tuple[Confi
     if run.finished:
         raise RunError(f"{out}: the run is finished (summary.json exists); nothing to resume")
     saved = load_config(str(run.path / "config.toml"))
-    for stale in [*run.path.glob(".*.tmp"), *run.checkpoints.glob(".*.tmp")] if distributed.is_main() else []:
+    for stale in (
+        [*run.path.glob(".*.tmp"), *run.checkpoints.glob(".*.tmp")] if distributed.is_main() else []
+    ):
         stale.unlink()  # a temp file from a write the crash interrupted; its target is intact
-    state = load_checkpoint(run.checkpoints / "last.pt") if (run.checkpoints / "last.pt").exists() else None
+    state = (
+        load_checkpoint(run.checkpoints / "last.pt")
+        if (run.checkpoints / "last.pt").exists()
+        else None
+    )
     if state is not None:
         saved.name = state.get("name", saved.name)
         if state.get("config") != saved.to_dict():
@@ -721,7 +860,9 @@ def load_resume_state(out: Path, requested: Config | None = None) -> tuple[Confi
         mine["train"].pop("device"), theirs["train"].pop("device")
         diff = [f"{s}.{k}" for s in mine for k in mine[s] if mine[s][k] != theirs[s].get(k)]
         if diff:
-            raise RunError(f"{out}: was trained with a different config ({', '.join(diff[:5])} differ); resume it without --set, or start a new --out")
+            raise RunError(
+                f"{out}: was trained with a different config ({', '.join(diff[:5])} differ); resume it without --set, or start a new --out"
+            )
         saved = saved.replace({"train.device": requested.train.device})
     if state is not None and not distributed.is_main():
         # Under torchrun every rank resumes from the same last.pt, but only rank 0 touches the
@@ -730,12 +871,16 @@ def load_resume_state(out: Path, requested: Config | None = None) -> tuple[Confi
     elif state is not None:
         history = repair_metrics(run.metrics_path, up_to_epoch=state["epoch"])
         if not history or history[-1]["epoch"] != state["epoch"]:
-            raise RunError(f"{run.metrics_path}: has no row for the checkpoint's epoch {state['epoch']}")
+            raise RunError(
+                f"{run.metrics_path}: has no row for the checkpoint's epoch {state['epoch']}"
+            )
         state["history"] = [*history[:-1], state["row"]]
     return saved, state
 
 
-def resume_training(out: Path, requested: Config | None = None, *, progress: str | None = None) -> dict[str, Any]:
+def resume_training(
+    out: Path, requested: Config | None = None, *, progress: str | None = None
+) -> dict[str, Any]:
     """Continue the unfinished run in ``out`` from its last checkpoint (or from the start if it has none)."""
     cfg, state = load_resume_state(out, requested)
     if state is None:  # killed before its first evaluation: nothing to keep

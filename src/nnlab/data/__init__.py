@@ -70,7 +70,9 @@ def dataset_names() -> list[str]:
 def load_data(cfg: DataConfig, seed: int) -> DataBundle:
     """Load the dataset named by ``cfg.name``; ``seed`` is used when ``cfg.seed`` is -1."""
     if cfg.name not in _MODULES:
-        raise ConfigError(f"data.name: must be one of {', '.join(dataset_names())}, got {cfg.name!r}")
+        raise ConfigError(
+            f"data.name: must be one of {', '.join(dataset_names())}, got {cfg.name!r}"
+        )
     importlib.import_module(_MODULES[cfg.name])
     bundle = _LOADERS[cfg.name](cfg, seed if cfg.seed < 0 else cfg.seed)
     return _limit(bundle, cfg.limit_train, cfg.limit_test)

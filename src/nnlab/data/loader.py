@@ -54,7 +54,9 @@ class TensorLoader:
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
         if not 0 <= rank < world_size or batch_size % world_size:
-            raise ValueError(f"need 0 <= rank < world_size dividing batch_size; got {rank}, {world_size}, {batch_size}")
+            raise ValueError(
+                f"need 0 <= rank < world_size dividing batch_size; got {rank}, {world_size}, {batch_size}"
+            )
         self.rank, self.world_size = rank, world_size
         self.x, self.y = x, y
         self.batch_size = batch_size
@@ -87,7 +89,9 @@ class TensorLoader:
             perm = torch.randperm(len(x), generator=g).to(x.device)
             x, y = x[perm], y[perm]  # one gather per epoch, then views
         n_full = len(self) * self.batch_size if self.drop_last else len(x)
-        for xb, yb in zip(x[:n_full].split(self.batch_size), y[:n_full].split(self.batch_size), strict=True):
+        for xb, yb in zip(
+            x[:n_full].split(self.batch_size), y[:n_full].split(self.batch_size), strict=True
+        ):
             yield (self.transform(xb, g) if self.transform is not None else xb), yb
 
     def _iter_shard(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

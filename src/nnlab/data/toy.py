@@ -23,14 +23,21 @@ def make_toy(cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
         x, y = datasets.make_moons(n_samples=cfg.n_samples, noise=cfg.noise, random_state=seed)
     elif cfg.name == "circles":
         # factor 0.5: the inner circle at half the radius, as in scikit-learn's examples.
-        x, y = datasets.make_circles(n_samples=cfg.n_samples, noise=cfg.noise, factor=0.5, random_state=seed)
+        x, y = datasets.make_circles(
+            n_samples=cfg.n_samples, noise=cfg.noise, factor=0.5, random_state=seed
+        )
     elif cfg.name == "blobs":
         x, y = datasets.make_blobs(
-            n_samples=cfg.n_samples, centers=cfg.centers, cluster_std=cfg.cluster_std, random_state=seed
+            n_samples=cfg.n_samples,
+            centers=cfg.centers,
+            cluster_std=cfg.cluster_std,
+            random_state=seed,
         )
     else:
         raise ValueError(f"not a toy dataset: {cfg.name}")
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.test_fraction, random_state=seed, stratify=y)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=cfg.test_fraction, random_state=seed, stratify=y
+    )
     mean, std = x_tr.mean(axis=0), x_tr.std(axis=0) + 1e-12
     return (
         ((x_tr - mean) / std).astype(np.float32),

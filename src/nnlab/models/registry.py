@@ -38,5 +38,7 @@ def registered_models() -> list[str]:
 def create_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """Build ``cfg.name`` for inputs of ``input_shape`` (one example) and ``n_classes`` outputs."""
     if cfg.name not in _BUILDERS:
-        raise ConfigError(f"model.name: must be one of {', '.join(registered_models())}, got {cfg.name!r}")
+        raise ConfigError(
+            f"model.name: must be one of {', '.join(registered_models())}, got {cfg.name!r}"
+        )
     return _BUILDERS[cfg.name](cfg, input_shape, n_classes)
