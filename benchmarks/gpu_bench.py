@@ -144,9 +144,8 @@ def main() -> int:
     )
     emit(environment(device), out)
     start = time.perf_counter()
-    data = load_data(
-        load_config("seed-cnn", data_keys).data, 0
-    )  # decodes the JPEGs once, then memory-maps the cache
+    # decodes the JPEGs once, then memory-maps the cache
+    data = load_data(load_config("seed-cnn", data_keys).data, 0)
     emit(
         f"data: {a.archive}: {len(data.y_train)} train + {len(data.y_test)} test images, "
         f"ready in {time.perf_counter() - start:.1f} s (decode + cache, or cache hit)",

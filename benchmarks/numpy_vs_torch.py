@@ -66,9 +66,8 @@ def step_costs(epochs: int, seeds: int) -> list[tuple[str, float, int]]:
                 elif n_net == 1:  # the torch backend's own loop, nnlab.train.fit
                     seed_everything(0)
                     model = build_model(cfgs[0].model, bundles[0].input_shape, bundles[0].n_classes)
-                    set_cpu_threads(
-                        0, sum(p.numel() for p in model.parameters())
-                    )  # as run_training does
+                    # as run_training does
+                    set_cpu_threads(0, sum(p.numel() for p in model.parameters()))
                     fit(cfgs[0], model, bundles[0], torch.device("cpu"), progress="off")
                 else:
                     fit_torch_stack(cfgs, bundles)

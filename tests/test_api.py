@@ -26,9 +26,8 @@ def test_overrides_in_every_form_give_the_same_config():
     a = nnlab.load_config("moons", {"optim.lr": 3e-3, "model.hidden": [8, 8]})
     b = nnlab.load_config("moons", ["optim.lr=3e-3", "model.hidden=8,8"])
     c = nnlab.load_config("moons", optim={"lr": 3e-3}, model={"hidden": [8, 8]})
-    d = nnlab.load_config(
-        base, optim={"lr": 3e-3}, model={"hidden": [8, 8]}
-    )  # a Config as the source
+    # a Config as the source
+    d = nnlab.load_config(base, optim={"lr": 3e-3}, model={"hidden": [8, 8]})
     assert a == b == c == d
     assert a.optim.lr == 3e-3 and a.model.hidden == [8, 8] and base.optim.lr != 3e-3
 

@@ -253,9 +253,8 @@ def test_report_renders_in_chromium(browser, report_html):
     )
     check, errors = render(browser, report_html)
     assert errors == [], errors
-    assert check["images"] >= 3, (
-        check
-    )  # curves (x2) and decision boundaries, accuracy against length
+    # curves (x2) and decision boundaries, accuracy against length
+    assert check["images"] >= 3, check
     assert check["broken"] == [], check
     assert check["tables"] >= 3 and check["empty_tables"] == [], check
     shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)

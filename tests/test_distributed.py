@@ -114,9 +114,8 @@ def test_shards_cut_the_one_process_batches(n, batch, world, drop_last):
     assert len({len(s) for s in shards}) == 1 and all(len(ld) == len(shards[0]) for ld in loaders)
     assert all(ld.num_examples == sum(map(len, s)) for ld, s in zip(loaders, shards, strict=True))
     for step, global_batch in enumerate(zip(*shards, strict=True)):
-        assert (
-            len({len(part) for part in global_batch}) == 1
-        )  # equal shares: DDP's mean of means is exact
+        # equal shares: DDP's mean of means is exact
+        assert len({len(part) for part in global_batch}) == 1
         joined = [i for part in global_batch for i in part]
         if len(one[step]) % world == 0:
             assert joined == one[step]  # the same examples, in the same order, as one process
@@ -129,9 +128,8 @@ def test_shards_differ_by_epoch_and_agree_across_ranks():
     x, y = torch.randn(40, 2), torch.arange(40)
     a0, a1 = (TensorLoader(x, y, 10, shuffle=True, seed=1, rank=r, world_size=2) for r in range(2))
     e1 = [_batches(a0, 1), _batches(a1, 1)]
-    assert sorted(i for s in e1 for b in s for i in b) == list(
-        range(40)
-    )  # each example once per epoch
+    # each example once per epoch
+    assert sorted(i for s in e1 for b in s for i in b) == list(range(40))
     assert _batches(a0, 2) != e1[0]
 
 

@@ -82,16 +82,14 @@ def test_fit_computes_whitening_from_training_images_and_freezes_it():
     seed_everything(0)
     model = build_model(cfg.model, data.input_shape, data.n_classes)
     assert "whiten.weight" in model.state_dict()  # a buffer: checkpoints carry it ...
-    assert all(
-        n != "whiten.weight" for n, _ in model.named_parameters()
-    )  # ... and the optimizer never sees it
+    # ... and the optimizer never sees it
+    assert all(n != "whiten.weight" for n, _ in model.named_parameters())
     expected = PatchWhitening(3)
     mean, std = data.normalization
     expected.init_from_data(ImageTransform(mean, std)(data.x_train))
     fit(cfg, model, data, torch.device("cpu"), progress="off")
-    assert torch.allclose(
-        model.whiten.weight, expected.weight, atol=1e-6
-    )  # from the data, unchanged by training
+    # from the data, unchanged by training
+    assert torch.allclose(model.whiten.weight, expected.weight, atol=1e-6)
     assert not torch.allclose(model.whiten.bias, expected.bias)  # the bias does train
 
 
@@ -111,9 +109,8 @@ def test_tta_equals_averaging_the_views_by_hand():
     torch.manual_seed(0)
     model = FastCNN((3, 12, 12), 4, [8, 16]).eval()
     x = torch.randn(5, 3, 12, 12)
-    assert torch.equal(
-        shift(x, 1, 1)[:, :, 1:, 1:], x[:, :, :-1, :-1]
-    )  # moved down-right by one pixel
+    # moved down-right by one pixel
+    assert torch.equal(shift(x, 1, 1)[:, :, 1:, 1:], x[:, :, :-1, :-1])
     assert torch.equal(shift(x, -1, -1)[:, :, :-1, :-1], x[:, :, 1:, 1:])
     with torch.no_grad():
 

@@ -51,9 +51,8 @@ def test_weight_average_update_rule():
     assert torch.equal(avg.model.weight, torch.ones(1, 2))
     avg.update()  # step 2: d = 0.5 * (2/4)^3 = 1/16 -> 1/16 * 1 + 15/16 * 3
     assert torch.allclose(avg.model.weight, torch.full((1, 2), 3 - 2 / 16))
-    assert torch.equal(
-        model.weight, avg.model.weight
-    )  # lookahead: the training weights jump to the average
+    # lookahead: the training weights jump to the average
+    assert torch.equal(model.weight, avg.model.weight)
     assert not avg.model.weight.requires_grad
 
 

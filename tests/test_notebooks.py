@@ -107,9 +107,8 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch, request):
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError, naming the cell, on any error
     seconds = time.perf_counter() - start
-    print(
-        f"{path.name}: {seconds:.1f} s"
-    )  # shown with pytest -s; docs/api.md has the measured times
+    # shown with pytest -s; docs/api.md has the measured times
+    print(f"{path.name}: {seconds:.1f} s")
     images = sum(
         "image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", [])
     )

@@ -155,9 +155,8 @@ def test_numpy_vs_torch_sweep(cli, tmp_path):
         (d, b) for d in ("moons", "blobs") for b in ("numpy", "torch")
     }
     for r in rows:
-        assert (
-            json.loads((out / r["run"] / "summary.json").read_text())["stacked"] == 2
-        )  # seeds trained together
+        # seeds trained together
+        assert json.loads((out / r["run"] / "summary.json").read_text())["stacked"] == 2
     table = (out / "summary.md").read_text()
     assert "| moons | numpy |" in table and "+-" in table
     assert (out / "boundaries-moons.png").is_file() and (out / "boundaries-blobs.png").is_file()

@@ -158,16 +158,13 @@ def test_course_reference():
     assert course_reference(cfg("moons", "mlp", "numpy")).value == 0.96
     assert course_reference(cfg("cifar10", "mlp")).value == 0.55
     cnn = course_reference(cfg("imagefolder", "cnn"))
-    assert (
-        cnn.value == 0.7969 and cnn.metric == "best_test_acc"
-    )  # the report's CNN figure is its best epoch
+    # the report's CNN figure is its best epoch
+    assert cnn.value == 0.7969 and cnn.metric == "best_test_acc"
     assert course_reference(cfg("palindrome", "rnn", length=5)).value == 1.0
-    assert (
-        course_reference(cfg("palindrome", "lstm", length=9)).value is None
-    )  # a falling curve, no numbers
-    assert (
-        course_reference(cfg("palindrome", "rnn", length=30)) is None
-    )  # beyond the report's 3..11
+    # a falling curve, no numbers
+    assert course_reference(cfg("palindrome", "lstm", length=9)).value is None
+    # beyond the report's 3..11
+    assert course_reference(cfg("palindrome", "rnn", length=30)) is None
     assert course_reference(cfg("circles", "mlp")) is None
 
 

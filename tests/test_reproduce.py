@@ -98,9 +98,8 @@ def test_smoke_runs_the_quick_list_end_to_end(cli, tmp_path, monkeypatch, cifar_
         assert rows and all(r["final_test_acc"] for r in rows), step.key
     html = out / "report" / "report.html"
     assert f"report: {html.resolve()}" in proc.stdout
-    assert (
-        "seed-cnn" in proc.stdout and "79.69% best epoch" in proc.stdout
-    )  # the summary table on the terminal
+    # the summary table on the terminal
+    assert "seed-cnn" in proc.stdout and "79.69% best epoch" in proc.stdout
     md = (out / "report" / "report.md").read_text()
     for part in ("make_moons", "MLP on CIFAR-10", "CNN on CIFAR-10", "palindromes"):
         assert part in md
@@ -164,14 +163,12 @@ def test_ctrl_c_stops_workers_cleanly_and_the_next_call_resumes(cli, tmp_path):
     again = cli(*args, "--jobs", "1")
     assert again.returncode == 0, again.stderr
     assert f"{finished} of 4 runs already finished" in again.stderr
-    assert (
-        len([ln for ln in again.stderr.splitlines() if ln.startswith("[")]) == 4 - finished
-    )  # a line per run
+    # a line per run
+    assert len([ln for ln in again.stderr.splitlines() if ln.startswith("[")]) == 4 - finished
     rows = read_csv(tmp_path / "s" / "results.csv")
     assert sorted(r["model.hidden"] for r in rows) == ["16", "32", "64", "8"]
-    for p in (tmp_path / "s").glob(
-        "model.hidden=*"
-    ):  # resumed runs have every epoch once, in order
+    # resumed runs have every epoch once, in order
+    for p in (tmp_path / "s").glob("model.hidden=*"):
         epochs = [int(float(r["epoch"])) for r in read_csv(p / "metrics.csv")]
         assert epochs == list(range(1, 151)), p.name
 

@@ -123,9 +123,8 @@ def test_resume_repairs_a_torn_metrics_line(tmp_path, reference, cli, monkeypatc
     monkeypatch.undo()
     text = (out / "metrics.csv").read_text()
     assert text.splitlines()[-1].startswith("44,")
-    (out / "metrics.csv").write_text(
-        text + "45,1125,0.12"
-    )  # and a torn line, as a kill mid-append leaves
+    # and a torn line, as a kill mid-append leaves
+    (out / "metrics.csv").write_text(text + "45,1125,0.12")
     proc = cli("resume", str(out), "--progress", "off")
     assert proc.returncode == 0, proc.stderr
     assert _rows(out) == _rows(reference)

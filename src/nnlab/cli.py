@@ -357,9 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
         const="full",
         help="every experiment at full size (GPU advised)",
     )
+    # tests
     scale.add_argument(
         "--smoke", dest="scale", action="store_const", const="smoke", help=argparse.SUPPRESS
-    )  # tests
+    )
     s.set_defaults(scale="quick")
     s.add_argument(
         "--cifar10",
@@ -390,17 +391,15 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())  # one line, always
         from nnlab.distributed import announce_error
 
-        announce_error(
-            f"nnlab: error: {message}"
-        )  # under torchrun: once per node, not once per process
+        # under torchrun: once per node, not once per process
+        announce_error(f"nnlab: error: {message}")
         return exc.exit_code
     except KeyboardInterrupt:
         print("nnlab: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if (
-            type(exc).__name__ != "OutOfMemoryError"
-        ):  # torch.cuda.OutOfMemoryError, without importing torch here
+        # torch.cuda.OutOfMemoryError, without importing torch here
+        if type(exc).__name__ != "OutOfMemoryError":
             raise
         # Files written so far are intact (atomic writes); the fix is a smaller batch or model.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"

@@ -44,9 +44,8 @@ class WeightAverage:
     ) -> None:
         self.decay, self.every, self.lookahead = decay, every, lookahead
         self.total_steps = max(total_steps, 1)
-        self.model = copy.deepcopy(model).requires_grad_(
-            False
-        )  # the averaged weights: evaluate this one
+        # the averaged weights: evaluate this one
+        self.model = copy.deepcopy(model).requires_grad_(False)
         self.steps = self.updates = 0
         # Tensors (parameters and buffers, in state_dict order) that share storage with each model.
         live, avg = model.state_dict().values(), self.model.state_dict().values()
@@ -64,9 +63,8 @@ class WeightAverage:
         d = self.decay * min(self.steps / self.total_steps, 1.0) ** 3
         avg = [a for a, _ in self._float]
         live = [w for _, w in self._float]
-        torch._foreach_lerp_(
-            avg, live, 1.0 - d
-        )  # avg += (1 - d) * (live - avg), one fused kernel per dtype/device
+        # avg += (1 - d) * (live - avg), one fused kernel per dtype/device
+        torch._foreach_lerp_(avg, live, 1.0 - d)
         for a, w in self._other:
             a.copy_(w)
         if self.lookahead:  # one step back: the training weights restart from the average

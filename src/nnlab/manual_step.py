@@ -111,17 +111,15 @@ class ManualMLPStep:
         self.derivative, self.derivative_of_input, self.derivative_args = _DERIVATIVES[activation]
         self.label_smoothing = label_smoothing
         self.clip_norm = clip_norm
-        self._target = torch.empty(
-            0
-        )  # (B, 1) column of -(1 - eps) for scatter_add_, kept between steps
+        # (B, 1) column of -(1 - eps) for scatter_add_, kept between steps
+        self._target = torch.empty(0)
 
     def step(
         self, x: torch.Tensor, y: torch.Tensor, track: bool = True
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """One training step on the batch ``(x, y)``; returns ``(mean loss if track else None, logits)``."""
-        if (
-            torch.is_grad_enabled()
-        ):  # train_one_epoch runs whole epochs under no_grad (it costs per call)
+        # train_one_epoch runs whole epochs under no_grad (it costs per call)
+        if torch.is_grad_enabled():
             with torch.no_grad():
                 return self.step(x, y, track)
         logits, grads = self.gradients(x, y)
@@ -162,9 +160,8 @@ class ManualMLPStep:
         grad.scatter_add_(1, y.unsqueeze(1), self._target)
         grad.div_(batch)
 
-        grads: list[torch.Tensor] = [grad] * len(
-            self.params
-        )  # placeholders: W_0, b_0, W_1, b_1, ...
+        # placeholders: W_0, b_0, W_1, b_1, ...
+        grads: list[torch.Tensor] = [grad] * len(self.params)
         for i in range(len(self.linears) - 1, -1, -1):
             grads[2 * i] = torch.mm(grad.t(), inputs[i])  # dL/dW_i
             grads[2 * i + 1] = grad.sum(0)  # dL/db_i

@@ -297,9 +297,8 @@ def plot_curves_mean_std(
     ax_loss.set(
         xlabel="epoch", ylabel="training loss (mean +- std over seeds)", title="training loss"
     )
-    ax_loss.set_yscale(
-        "log"
-    )  # the loss falls over orders of magnitude; a log axis keeps the tail visible
+    # the loss falls over orders of magnitude; a log axis keeps the tail visible
+    ax_loss.set_yscale("log")
     for ax in (ax_acc, ax_loss):
         ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
         ax.grid(alpha=0.3)

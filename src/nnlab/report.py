@@ -449,9 +449,8 @@ def build_blocks(
         if part != current:
             blocks.append(("h2", part))
             current = part
-        folder = (
-            f" in {exp.path.name}/" if exp.path.name != exp.preset else ""
-        )  # e.g. seed-rnn, and seed-rnn over lengths
+        # e.g. seed-rnn, and seed-rnn over lengths
+        folder = f" in {exp.path.name}/" if exp.path.name != exp.preset else ""
         blocks.append(("h3", f"{exp.preset}{folder} ({kind})"))
         if exp.description:
             blocks.append(("p", exp.description))

@@ -36,9 +36,8 @@ class Step:
     key: str
     preset: str
     seeds: int
-    grid: dict[str, list[Any]] = field(
-        default_factory=dict
-    )  # added to (or replacing keys of) the preset's [sweep]
+    # added to (or replacing keys of) the preset's [sweep]
+    grid: dict[str, list[Any]] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
     cifar: bool = False  # needs CIFAR-10
 

@@ -125,18 +125,16 @@ def compile_and_warm_up(
     # which it falls back to eager without an error. Inductor's on-disk cache still speeds them up.
     _dynamo.reset()
     compiled = torch.compile(train_model, mode=None if mode == "default" else mode)
-    if (
-        not batches
-    ):  # nothing to warm up on: the first training step compiles (inside train_seconds)
+    # nothing to warm up on: the first training step compiles (inside train_seconds)
+    if not batches:
         return compiled, 0.0
     snapshot = _snapshot(model)
     device = batches[0][0].device
     start = time.perf_counter()
     try:
         model.train()
-        for _ in range(
-            2 if mode == "reduce-overhead" else 1
-        ):  # CUDA graphs are recorded on a second call
+        # CUDA graphs are recorded on a second call
+        for _ in range(2 if mode == "reduce-overhead" else 1):
             for x, y in batches:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     loss = F.cross_entropy(compiled(x), y, label_smoothing=label_smoothing)

@@ -199,9 +199,8 @@ def run_sweep(
     from nnlab.plots import plot_sweep_boundaries, plot_sweep_metric
 
     plot_sweep_boundaries(out, planned, keys)  # 2-D data only: each setting's decision boundary
-    plot_sweep_metric(
-        out, rows, keys
-    )  # numeric swept keys (e.g. data.length): accuracy_vs_<key>.png
+    # numeric swept keys (e.g. data.length): accuracy_vs_<key>.png
+    plot_sweep_metric(out, rows, keys)
     print(
         f"sweep finished: {len(planned)} runs in {out} ({time.perf_counter() - start:.1f} s)",
         file=sys.stderr,

@@ -98,9 +98,8 @@ class TensorBoardLog:
         model.eval()  # BatchNorm and dropout in their inference form; no running-stat updates
         try:
             with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter(
-                    "ignore"
-                )  # TracerWarnings about Python control flow are expected
+                # TracerWarnings about Python control flow are expected
+                warnings.simplefilter("ignore")
                 start = time.perf_counter()
                 traced = torch.jit.trace(model, example, check_trace=False)
                 self.writer.add_graph(traced, example)

@@ -174,9 +174,8 @@ def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start
         ), True
-    if (
-        cfg.name == "triangle"
-    ):  # linear up from start_factor * lr to lr at pct_start, then linear down to min_lr
+    # linear up from start_factor * lr to lr at pct_start, then linear down to min_lr
+    if cfg.name == "triangle":
         peak, lr = max(1, round(cfg.pct_start * total)), optimizer.param_groups[0]["lr"]
         ends = (cfg.start_factor, cfg.min_lr / lr)  # as shares of optim.lr
 
@@ -514,9 +513,8 @@ def fit(
     # Under torchrun, train through DDP (it averages gradients over ranks); evaluate and checkpoint `model`.
     train_model = distributed.wrap(model, device)
     compile_seconds = None
-    if (
-        t.compile
-    ):  # compiled once here, on throw-away passes, so train_seconds holds no compile time
+    # compiled once here, on throw-away passes, so train_seconds holds no compile time
+    if t.compile:
         train_model, compile_seconds = speed.compile_and_warm_up(
             train_model,
             model,
@@ -558,9 +556,8 @@ def fit(
             eval_start = time.perf_counter()
             test_metrics = evaluate(eval_model, test_loader, amp, t.tta)
             eval_seconds += time.perf_counter() - eval_start
-            if (
-                distributed.is_distributed()
-            ):  # each rank measured its own share: combine into whole-set means
+            # each rank measured its own share: combine into whole-set means
+            if distributed.is_distributed():
                 train_metrics = distributed.average(train_metrics, train_loader.num_examples)
                 test_metrics = distributed.average(test_metrics, test_loader.num_examples)
             row = {
@@ -606,9 +603,8 @@ def fit(
                 save_checkpoint(run.checkpoints / "last.pt", state)
                 if improved:
                     save_checkpoint(run.checkpoints / "best.pt", state)
-            if (
-                tensorboard is not None
-            ):  # the same row as scalars, after the files that matter are safe
+            # the same row as scalars, after the files that matter are safe
+            if tensorboard is not None:
                 tensorboard.log_row(row)
             bar.update(epoch, row)
             if stop:
@@ -621,9 +617,8 @@ def fit(
         model.load_state_dict(ema.model.state_dict())
 
     final = {"test_acc": history[-1]["test_acc"], "test_loss": history[-1]["test_loss"]}
-    restore = (
-        run is not None or distributed.is_distributed()
-    )  # under torchrun only rank 0 has the folder
+    # under torchrun only rank 0 has the folder
+    restore = run is not None or distributed.is_distributed()
     if t.patience and t.restore_best and best_epoch != history[-1]["epoch"] and restore:
         if run is not None:
             model.load_state_dict(load_checkpoint(run.checkpoints / "best.pt")["model"])
@@ -713,19 +708,16 @@ def run_training(
     the folder is created, so a rejected run leaves nothing behind. ``resume``
     (from ``load_resume_state``) continues a run already in ``out``.
     """
-    check_available(
-        cfg
-    )  # train.tensorboard without the package: one line, before anything is written
+    # train.tensorboard without the package: one line, before anything is written
+    check_available(cfg)
     device = select_device(cfg.train.device)
-    device = distributed.setup(
-        cfg, device
-    )  # under torchrun: join the process group, take this rank's GPU
+    # under torchrun: join the process group, take this rank's GPU
+    device = distributed.setup(cfg, device)
     set_determinism(cfg.train.deterministic)
     seed_everything(cfg.train.seed)
     data = load_data(cfg.data, cfg.train.seed)
-    if (
-        cfg.model.backend == "numpy"
-    ):  # the from-scratch NumPy MLP: its own loop, the same run folder
+    # the from-scratch NumPy MLP: its own loop, the same run folder
+    if cfg.model.backend == "numpy":
         from nnlab.numpy_mlp import run as numpy_run
 
         summary = numpy_run.run_numpy_training(
@@ -743,9 +735,8 @@ def run_training(
         load_initial_weights(model, cfg.train.init_from)
     from nnlab.speed import check_options
 
-    check_options(
-        cfg, device, data.input_shape
-    )  # compile / tta problems: one line, before the folder exists
+    # compile / tta problems: one line, before the folder exists
+    check_options(cfg, device, data.input_shape)
     n_params = sum(p.numel() for p in model.parameters())
     if device.type == "cpu":
         set_cpu_threads(cfg.train.threads, n_params, data.input_shape)
@@ -775,9 +766,8 @@ def run_training(
         "git_commit": git_commit(),
     }
     tensorboard = None
-    if (
-        cfg.train.tensorboard and run is not None
-    ):  # event files beside metrics.csv (nnlab/tensorboard_log.py)
+    # event files beside metrics.csv (nnlab/tensorboard_log.py)
+    if cfg.train.tensorboard and run is not None:
         tensorboard = TensorBoardLog(
             run.path, purge_after_epoch=resume["epoch"] if resume else None
         )

@@ -83,9 +83,8 @@ class PatchWhitening(nn.Module):
         k = self.kernel_size
         c = x.shape[1]
         patches = x.double().unfold(2, k, 1).unfold(3, k, 1)  # (N, C, H-k+1, W-k+1, k, k)
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(
-            -1, c * k * k
-        )  # (P, C*k*k), conv weight order
+        # (P, C*k*k), conv weight order
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
         mean = patches.mean(0)
         centred = patches - mean
         cov = centred.T @ centred / len(centred)  # (d, d)

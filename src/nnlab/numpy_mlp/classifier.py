@@ -103,9 +103,8 @@ class NumpyMLPClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y) -> NumpyMLPClassifier:
         """Train on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,)."""
         hidden = self._check_params()
-        X, y = validate_data(
-            self, X, y, dtype=np.float64
-        )  # NaN/inf, lengths, 2-D, sets n_features_in_
+        # NaN/inf, lengths, 2-D, sets n_features_in_
+        X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)  # rejects continuous targets
         self.classes_, y_index = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:

@@ -173,9 +173,8 @@ def write_run(
             run.checkpoints / "last.npz", {**fit.last, **meta, "epoch": fit.history[-1]["epoch"]}
         )
         save_npz(run.checkpoints / "best.npz", {**fit.best, **meta, "epoch": fit.best_epoch})
-    if (
-        fit.error is not None
-    ):  # as the torch backend: a diverged run is a result, recorded, not retried
+    # as the torch backend: a diverged run is a result, recorded, not retried
+    if fit.error is not None:
         summary = {
             "status": "diverged",
             "error": fit.error,
