@@ -127,19 +127,12 @@ def test_torch_stack_equals_lone_runs(tmp_path):
         assert a_ckpt["optimizer"]["state"].keys() == b_ckpt["optimizer"]["state"].keys()
 
 
+SWEEP = ["sweep", "numpy-vs-torch", "--seeds", "2", "--grid", "data.name=moons,blobs"]
+SWEEP += ["--set", "train.epochs=20", "--out", "sw"]
+
+
 def test_numpy_vs_torch_sweep(cli, tmp_path):
-    proc = cli(
-        "sweep",
-        "numpy-vs-torch",
-        "--seeds",
-        "2",
-        "--grid",
-        "data.name=moons,blobs",
-        "--set",
-        "train.epochs=20",
-        "--out",
-        "sw",
-    )
+    proc = cli(*SWEEP)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "sw"
     with open(out / "results.csv", newline="") as f:
@@ -160,18 +153,7 @@ def test_numpy_vs_torch_sweep(cli, tmp_path):
     table = (out / "summary.md").read_text()
     assert "| moons | numpy |" in table and "+-" in table
     assert (out / "boundaries-moons.png").is_file() and (out / "boundaries-blobs.png").is_file()
-    again = cli(
-        "sweep",
-        "numpy-vs-torch",
-        "--seeds",
-        "2",
-        "--grid",
-        "data.name=moons,blobs",
-        "--set",
-        "train.epochs=20",
-        "--out",
-        "sw",
-    )
+    again = cli(*SWEEP)
     assert again.returncode == 0 and "8 of 8 runs already finished" in again.stderr
 
 

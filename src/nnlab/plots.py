@@ -107,8 +107,6 @@ def plot_sweep_boundaries(
 
     ``planned`` holds ``(run name, config, grid point)`` as ``sweep.plan`` returns them.
     """
-    import numpy as np
-
     from nnlab.runs import read_json
 
     figures: dict[str, list[dict]] = {}
@@ -131,25 +129,7 @@ def plot_sweep_boundaries(
         ):
             continue
         seen.add(label + cfg.data.name)
-        x, y, predict = _run_predictor(cfg, folder)
-        lo, hi = x.min(axis=0) - 0.5, x.max(axis=0) + 0.5
-        xx, yy = np.meshgrid(
-            np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
-        )
-        zz = predict(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)).reshape(
-            xx.shape
-        )
-        acc = float((predict(x) == y).mean())
-        figures.setdefault(cfg.data.name, []).append(
-            {
-                "title": f"{label}\nseed {cfg.train.seed}: test acc {acc:.3f}",
-                "x": x,
-                "y": y,
-                "xx": xx,
-                "yy": yy,
-                "zz": zz,
-            }
-        )
+        figures.setdefault(cfg.data.name, []).append(boundary_panel(cfg, folder, label, resolution))
     return [
         plot_decision_boundaries(
             panels,
@@ -158,6 +138,22 @@ def plot_sweep_boundaries(
         )
         for data, panels in figures.items()
     ]
+
+
+def boundary_panel(cfg, folder: Path, label: str, resolution: int) -> dict:
+    """One panel of ``plot_decision_boundaries`` for the finished 2-D run in ``folder``:
+    its test points and its predictions on a ``resolution`` x ``resolution`` grid around them."""
+    import numpy as np
+
+    x, y, predict = _run_predictor(cfg, folder)
+    lo, hi = x.min(axis=0) - 0.5, x.max(axis=0) + 0.5
+    xx, yy = np.meshgrid(
+        np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
+    )
+    zz = predict(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)).reshape(xx.shape)
+    acc = float((predict(x) == y).mean())
+    title = f"{label}\nseed {cfg.train.seed}: test acc {acc:.3f}"
+    return {"title": title, "x": x, "y": y, "xx": xx, "yy": yy, "zz": zz}
 
 
 def _run_predictor(cfg, folder: Path):

@@ -359,10 +359,8 @@ def experiment_figures(exp: Experiment, fig_dir: Path, slug: str) -> list[tuple[
 
 def boundary_figure(exp: Experiment, path: Path, resolution: int = 120) -> Path | None:
     """One panel per setting (its first finished seed), drawn from the run's last checkpoint."""
-    import numpy as np
-
     from nnlab.config import load_config
-    from nnlab.plots import _run_predictor, plot_decision_boundaries
+    from nnlab.plots import boundary_panel, plot_decision_boundaries
 
     panels = []
     for values, runs in exp.groups.items():
@@ -371,25 +369,7 @@ def boundary_figure(exp: Experiment, path: Path, resolution: int = 120) -> Path 
             continue
         run = ok[0]
         cfg = load_config(str(run.path / "config.toml"))
-        x, y, predict = _run_predictor(cfg, run.path)
-        lo, hi = x.min(axis=0) - 0.5, x.max(axis=0) + 0.5
-        xx, yy = np.meshgrid(
-            np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
-        )
-        zz = predict(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)).reshape(
-            xx.shape
-        )
-        acc = float((predict(x) == y).mean())
-        panels.append(
-            {
-                "title": f"{exp.label(values)}\nseed {cfg.train.seed}: test acc {acc:.3f}",
-                "x": x,
-                "y": y,
-                "xx": xx,
-                "yy": yy,
-                "zz": zz,
-            }
-        )
+        panels.append(boundary_panel(cfg, run.path, exp.label(values), resolution))
     if not panels:
         return None
     return plot_decision_boundaries(
