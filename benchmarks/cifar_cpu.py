@@ -40,8 +40,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nnlab.config import load_config
 from nnlab.data import DataBundle
+from nnlab.engine.loaders import make_loaders
+from nnlab.engine.loop import evaluate, train_one_epoch
+from nnlab.engine.optim import build_optimizer
+from nnlab.engine.setup import speed_settings
+from nnlab.engine.steps import AutogradStep
 from nnlab.models import build_model
-from nnlab.train import build_optimizer, evaluate, make_loaders, speed_settings, train_one_epoch
 
 
 def get_data(data_dir: str | None) -> tuple[DataBundle, str]:
@@ -98,10 +102,11 @@ def nnlab_style(data: DataBundle, steps: int, overrides: list[str]) -> float:
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     train_loader.set_epoch(1)
     warm = list(itertools.islice(iter(train_loader), 3))
-    train_one_epoch(model, warm, optimizer, amp=amp)
+    step = AutogradStep(model, model, optimizer, amp=amp)
+    train_one_epoch(step, warm)
     batches = itertools.islice(iter(train_loader), steps)
     start = time.perf_counter()
-    train_one_epoch(model, batches, optimizer, amp=amp)  # includes the per-epoch gather
+    train_one_epoch(step, batches)  # includes the per-epoch gather
     return 32 * steps / (time.perf_counter() - start)
 
 
@@ -115,7 +120,9 @@ def rss_run(steps: int, data_dir: str | None) -> None:
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     train_loader.set_epoch(1)
     start = time.perf_counter()
-    train_one_epoch(model, itertools.islice(iter(train_loader), steps), optimizer)
+    train_one_epoch(
+        AutogradStep(model, model, optimizer), itertools.islice(iter(train_loader), steps)
+    )
     acc = evaluate(model, test_loader)["acc"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
     print(

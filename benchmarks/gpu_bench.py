@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_report_loop besi
 from gpu_report_loop import report_loop  # noqa: E402
 from nnlab.config import load_config  # noqa: E402
 from nnlab.data import load_data  # noqa: E402
+from nnlab.engine.run import run_training  # noqa: E402
 from nnlab.runs import read_metrics  # noqa: E402
-from nnlab.train import run_training  # noqa: E402
 
 T0 = time.perf_counter()
 LINES: list[str] = []

@@ -26,11 +26,12 @@ import torch
 
 from nnlab.config import load_config
 from nnlab.data import load_data
+from nnlab.engine.loop import fit
+from nnlab.engine.run import stack_data
+from nnlab.engine.setup import seed_everything, set_cpu_threads
 from nnlab.models import build_model
-from nnlab.numpy_mlp.fit import fit_stacked
-from nnlab.numpy_mlp.run import to_arrays
-from nnlab.stacked import fit_torch_stack
-from nnlab.train import fit, seed_everything, set_cpu_threads
+from nnlab.models.stacked import StackedMLP
+from nnlab.numpy_mlp.fit import fit_stacked, to_arrays
 
 PRESET = "numpy-vs-torch"
 
@@ -63,14 +64,20 @@ def step_costs(epochs: int, seeds: int) -> list[tuple[str, float, int]]:
                 start = time.perf_counter()
                 if backend == "numpy":
                     fit_stacked(cfgs[:n_net], [to_arrays(b) for b in bundles[:n_net]])
-                elif n_net == 1:  # the torch backend's own loop, nnlab.train.fit
+                elif n_net == 1:  # the torch backend's own loop, nnlab.engine.loop.fit
                     seed_everything(0)
                     model = build_model(cfgs[0].model, bundles[0].input_shape, bundles[0].n_classes)
                     # as run_training does
                     set_cpu_threads(0, sum(p.numel() for p in model.parameters()))
                     fit(cfgs[0], model, bundles[0], torch.device("cpu"), progress="off")
                 else:
-                    fit_torch_stack(cfgs, bundles)
+                    models = []
+                    for c, b in zip(cfgs, bundles, strict=True):
+                        seed_everything(c.train.seed)
+                        models.append(build_model(c.model, b.input_shape, b.n_classes))
+                    stack = StackedMLP(models, cfgs[0].model.activation)
+                    data = stack_data(bundles, [c.train.seed for c in cfgs])
+                    fit(cfgs[0], stack, data, torch.device("cpu"), progress="off")
                 best = min(best, time.perf_counter() - start)
             out.append((label, best / steps * 1e6, n_net))
     return out

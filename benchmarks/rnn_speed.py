@@ -3,7 +3,7 @@
 Both implementations run in this one process, interleaved in rounds, so a busy
 shared machine slows them alike; the figure to read is the ratio scratch/fused.
 One step = forward, cross-entropy, backward, gradient clipping, RMSprop update,
-exactly what ``nnlab.train.train_one_epoch`` does per batch.
+exactly what ``nnlab.engine.loop.train_one_epoch`` does per batch.
 
     .venv/bin/python benchmarks/rnn_speed.py                 # rnn, lstm, gru at T=20, batch 32, hidden 64
     .venv/bin/python benchmarks/rnn_speed.py --length 50 --batch 128 --models lstm

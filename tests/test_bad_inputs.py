@@ -15,7 +15,7 @@ import torch
 
 from conftest import assert_one_line_error
 from nnlab.config import load_config
-from nnlab.train import run_training
+from nnlab.engine.run import run_training
 
 TINY = {"train.epochs": 2, "train.eval_every": 1, "data.n_samples": 100, "train.device": "cpu"}
 

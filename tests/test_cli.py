@@ -27,6 +27,14 @@ def test_train_writes_a_run_folder(cli, tmp_path):
     assert summary["epochs"] == 4 and summary["device"] == "cpu"
 
 
+def test_train_from_a_run_config_keeps_the_preset_name(cli, tmp_path):
+    assert cli("train", "seed-moons", *TINY, "--out", "r").returncode == 0
+    proc = cli("train", "r/config.toml", "--out", "again")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert summary["preset"] == "seed-moons" and summary["epochs"] == 4
+
+
 def test_train_default_out_is_under_runs(cli, tmp_path):
     proc = cli("train", "moons", *TINY)
     assert proc.returncode == 0, proc.stderr

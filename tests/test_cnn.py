@@ -9,10 +9,12 @@ from torch import nn
 from conftest import assert_one_line_error
 from nnlab.config import load_config
 from nnlab.data.loader import TensorLoader
+from nnlab.engine.loop import train_one_epoch
+from nnlab.engine.setup import _cpu_bf16_units, speed_settings
+from nnlab.engine.steps import AutogradStep
 from nnlab.errors import ConfigError
 from nnlab.models import build_model
 from nnlab.models.cnn import CNN
-from nnlab.train import _cpu_has_native_bf16, speed_settings, train_one_epoch
 
 
 def n_params(model: nn.Module) -> int:
@@ -77,7 +79,7 @@ def test_amp_and_channels_last_train_on_cpu():
     amp, channels_last = speed_settings(cfg, torch.device("cpu"), (3, 32, 32))
     assert amp and channels_last
     # auto: on for image models where the CPU has native bf16 units, never for vectors
-    native = _cpu_has_native_bf16()
+    native = bool(_cpu_bf16_units())
     assert speed_settings(load_config("seed-cnn"), torch.device("cpu"), (3, 32, 32)) == (
         native,
         native,
@@ -94,7 +96,7 @@ def test_amp_and_channels_last_train_on_cpu():
     loader = TensorLoader(x, torch.randint(0, 10, (32,)), 16)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = [p.detach().clone() for p in model.parameters()]
-    metrics = train_one_epoch(model, loader, opt, amp=True)
+    metrics = train_one_epoch(AutogradStep(model, model, opt, amp=True), loader)
     assert 0 <= metrics["train_acc"] <= 1 and torch.isfinite(torch.tensor(metrics["train_loss"]))
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     # autocast keeps float32 master weights

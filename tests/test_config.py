@@ -42,6 +42,19 @@ def test_toml_round_trip(tmp_path):
     path.write_text(to_toml(cfg))
     again = load_config(str(path))
     assert again.to_dict() == cfg.to_dict()
+    # the preset name is a real key, so a run's config.toml trains again under the same name
+    assert again.name == "moons" and to_toml(cfg).startswith('preset = "moons"\n')
+
+
+def test_preset_key_names_the_config(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('preset = "my-moons"\nextends = "seed-moons"\n[train]\nepochs = 3\n')
+    cfg = load_config(str(path), ["optim.lr=0.5"])
+    assert cfg.name == "my-moons" and cfg.train.epochs == 3 and cfg.model.hidden == [20]
+    assert cfg.replace({"train.seed": 2}).name == "my-moons"
+    # a file that extends a run's config.toml is named after itself, not after that run's preset
+    (tmp_path / "mine.toml").write_text(f'extends = "{path}"\n')
+    assert load_config(str(tmp_path / "mine.toml")).name == "mine"
 
 
 @pytest.mark.parametrize(
@@ -86,6 +99,8 @@ def test_bad_values_name_the_key(overrides, needle):
         ("[train]\nepochs = true\n", "train.epochs"),
         ('extends = "no-such-preset"\n', "no-such-preset"),
         ("model = 3\n", "[model] table"),
+        ("preset = 3\n", "'preset' must be a string"),
+        ("name = 'x'\n", "allowed at top level: data, model, optim, schedule, train, preset"),
     ],
 )
 def test_bad_files(tmp_path, text, needle):

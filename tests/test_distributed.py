@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from conftest import REPO, assert_one_line_error
-from nnlab import distributed
 from nnlab.config import load_config
 from nnlab.data.loader import TensorLoader
+from nnlab.engine import distributed
+from nnlab.engine.run import run_training
 from nnlab.runs import load_checkpoint, read_json, read_metrics
-from nnlab.train import run_training
 
 TORCHRUN_ENV = (
     "RANK",

@@ -11,11 +11,13 @@ from nnlab.config import load_config
 from nnlab.data import DataBundle
 from nnlab.data.augment import ImageTransform, channel_stats
 from nnlab.data.loader import TensorLoader
+from nnlab.engine.loop import fit, infer
+from nnlab.engine.optim import build_scheduler
+from nnlab.engine.setup import seed_everything
+from nnlab.engine.tta import shift, tta_logits
 from nnlab.errors import ConfigError
 from nnlab.models import build_model
 from nnlab.models.fast_cnn import FastCNN, PatchWhitening
-from nnlab.train import build_scheduler, fit, infer, seed_everything
-from nnlab.tta import shift, tta_logits
 
 # cnn-fast's recipe at a size the CPU trains in seconds: 12x12 images, two narrow groups.
 TINY = {

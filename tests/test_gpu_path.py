@@ -8,15 +8,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-import nnlab.train as train_module
+import nnlab.engine.loop as train_module
 from conftest import assert_one_line_error
-from nnlab import speed
 from nnlab.config import load_config
 from nnlab.data.loader import TensorLoader
-from nnlab.ema import WeightAverage
+from nnlab.engine import compile as speed
+from nnlab.engine.ema import WeightAverage
+from nnlab.engine.run import resume_training, run_training
 from nnlab.errors import ConfigError
 from nnlab.runs import load_checkpoint, read_json
-from nnlab.train import resume_training, run_training
 
 # A small moons MLP with BatchNorm and dropout: buffers and random draws that must survive.
 MOONS = {
@@ -192,8 +192,9 @@ def test_tta_and_ema_options_are_checked(cli):
 )
 def test_cuda_graphs_train_the_report_cnn(tmp_path):
     """seed-cnn's layout at batch 32 through compile's reduce-overhead mode on a GPU (benchmarks/gpu.sh times it)."""
+    from nnlab.engine.loop import fit
+    from nnlab.engine.setup import seed_everything
     from nnlab.models import build_model
-    from nnlab.train import fit, seed_everything
     from test_fast_cnn import tiny_images
 
     cfg = load_config(

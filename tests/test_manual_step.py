@@ -1,4 +1,4 @@
-"""The hand-derived MLP step (nnlab/manual_step.py) against autograd and torch.optim."""
+"""The hand-derived MLP step (nnlab/engine/manual_step.py) against autograd and torch.optim."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import torch.nn.functional as F
 from conftest import assert_one_line_error
 from nnlab.config import load_config
 from nnlab.data import load_data
-from nnlab.manual_step import ManualMLPStep, unsupported
+from nnlab.engine.loop import fit
+from nnlab.engine.manual_step import ManualMLPStep
+from nnlab.engine.optim import build_optimizer
+from nnlab.engine.plan import manual_step_refusal as unsupported
+from nnlab.engine.setup import seed_everything
 from nnlab.models import build_model
 from nnlab.models.mlp import MLP
-from nnlab.train import build_optimizer, fit, seed_everything
 
 FAST = ["train.epochs=12", "train.eval_every=3", "train.device=cpu"]
 

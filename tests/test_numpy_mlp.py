@@ -267,6 +267,6 @@ def test_three_forms_of_gradient_descent():
 
 
 def test_package_does_not_import_torch():
-    code = "import sys, nnlab.numpy_mlp, nnlab.numpy_mlp.run, nnlab.numpy_mlp.fit; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, nnlab.numpy_mlp, nnlab.numpy_mlp.mlp, nnlab.numpy_mlp.fit; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

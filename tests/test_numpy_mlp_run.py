@@ -18,10 +18,10 @@ import torch
 from conftest import assert_one_line_error
 from nnlab.config import load_config
 from nnlab.data import load_data
-from nnlab.numpy_mlp.fit import fit_stacked
-from nnlab.numpy_mlp.run import load_model, to_arrays
+from nnlab.engine.run import run_training
+from nnlab.numpy_mlp.fit import fit_stacked, to_arrays
+from nnlab.numpy_mlp.mlp import load_model
 from nnlab.runs import METRIC_COLUMNS, load_checkpoint, read_metrics
-from nnlab.train import run_training
 
 FAST = ["train.epochs=20", "train.eval_every=5", "train.device=cpu"]
 
@@ -89,7 +89,7 @@ def test_numpy_stack_equals_lone_runs():
 
 
 def test_torch_stack_equals_lone_runs(tmp_path):
-    from nnlab.stacked import run_group
+    from nnlab.engine.run import train_group
 
     cfgs = [
         _cfg(
@@ -100,7 +100,7 @@ def test_torch_stack_equals_lone_runs(tmp_path):
         for s, d in ((0, "moons"), (1, "moons"), (2, "circles"))
     ]
     group = [(f"s{c.train.seed}", c) for c in cfgs]
-    summaries = dict(run_group(group, str(tmp_path / "stack"), threads=0))
+    summaries = dict(train_group(group, str(tmp_path / "stack"), threads=0))
     for cfg in cfgs:
         name = f"s{cfg.train.seed}"
         alone = run_training(cfg, tmp_path / "alone" / name, progress="off")
@@ -158,16 +158,16 @@ def test_numpy_vs_torch_sweep(cli, tmp_path):
 
 
 def test_nan_features_are_a_one_line_error(cli, tmp_path, monkeypatch):
-    import nnlab.train
+    import nnlab.engine.run
 
-    real = nnlab.train.load_data
+    real = nnlab.engine.run.load_data
 
     def poisoned(cfg, seed):
         bundle = real(cfg, seed)
         bundle.x_train[3, 1] = float("nan")
         return bundle
 
-    monkeypatch.setattr(nnlab.train, "load_data", poisoned)
+    monkeypatch.setattr(nnlab.engine.run, "load_data", poisoned)
     proc = cli("train", "moons", "--set", "model.backend=numpy", "--out", "bad")
     assert_one_line_error(proc, "x_train", "NaN")
     assert not (tmp_path / "bad").exists()  # nothing half-written
@@ -211,7 +211,7 @@ def test_numpy_divergence_is_recorded_like_torch(cli, tmp_path):
 )
 def test_only_settings_the_stack_implements_are_stacked(setting):
     """A stacked run must train exactly like a lone one: settings only fit has keep runs lone."""
-    from nnlab.stacked import stackable
+    from nnlab.engine.plan import stack_refusal
 
     cfg = load_config("seed-moons", ["train.device=cpu", *([setting] if setting else [])])
-    assert stackable(cfg) is (setting is None)
+    assert (stack_refusal(cfg) is None) is (setting is None)

@@ -13,8 +13,9 @@ from conftest import assert_one_line_error
 from nnlab.config import load_config
 from nnlab.data import load_data
 from nnlab.data.palindrome import draw_distinct, n_palindromes
+from nnlab.engine.loop import fit
+from nnlab.engine.setup import seed_everything
 from nnlab.models import build_model
-from nnlab.train import fit, seed_everything
 
 
 def _data(*overrides: str, seed: int = 0):

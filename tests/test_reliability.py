@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error
-from nnlab import runs
 from nnlab.config import load_config
+from nnlab.engine.run import run_training
 from nnlab.errors import RunError
 from nnlab.runs import atomic_write_text, load_checkpoint, save_checkpoint
-from nnlab.train import run_training
+from nnlab.runs import files as runs
 
 FAST = ["train.epochs=6", "train.eval_every=2", "train.device=cpu", "data.n_samples=200"]
 
@@ -73,7 +73,7 @@ def test_checkpoint_write_failure_mid_run_is_clean(tmp_path, monkeypatch, cli):
             raise RunError(f"cannot write {path}: No space left on device")
         real_save(path, state)
 
-    monkeypatch.setattr("nnlab.train.save_checkpoint", flaky_save)
+    monkeypatch.setattr("nnlab.engine.sinks.save_checkpoint", flaky_save)
     proc = cli(
         "train",
         "moons",
@@ -157,7 +157,7 @@ def test_cuda_out_of_memory_is_one_line(cli, monkeypatch):
             "CUDA out of memory. Tried to allocate 2.00 GiB\nmore details"
         )
 
-    monkeypatch.setattr("nnlab.train.fit", oom)
+    monkeypatch.setattr("nnlab.engine.run.fit", oom)
     proc = cli("train", "moons", "--set", "train.epochs=1", "--out", "r")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_one_line_error
-from nnlab.report import course_reference
+from nnlab.reporting.report import course_reference
 
 TINY_MOONS = ["--set", "train.epochs=30", "--set", "data.n_samples=200", "--seeds", "2"]
 
@@ -90,6 +90,8 @@ def test_report_has_tables_figures_and_the_course_numbers(cli, runs, tmp_path):
     # every figure: a PNG beside report.md, embedded once in the HTML, with a caption
     links = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", md)
     assert len(links) == 3, links  # moons curves + boundaries, rnn curves
+    assert "no boundary.npz" not in md  # the engine wrote one for each moons run, torch and numpy
+    assert (runs / "moons" / "boundaries-moons.png").stat().st_size > 5000  # the sweep's own figure
     assert all((tmp_path / "rep" / link).stat().st_size > 5000 for link in links)
     assert html.count('src="data:image/png;base64,') == len(links)
     assert html.count("<figcaption>") == len(links) and "What to see" in html
@@ -170,7 +172,7 @@ def test_course_reference():
 
 def test_mean_std_curves_with_runs_of_different_length(tmp_path):
     """Runs that stopped early (train.target_acc) leave the later epochs' statistics."""
-    from nnlab.plots import plot_curves_mean_std
+    from nnlab.reporting.plots import plot_curves_mean_std
 
     def run(n, acc):
         return [{"epoch": e, "test_acc": acc, "train_loss": 1.0 / e} for e in range(1, n + 1)]
@@ -181,3 +183,167 @@ def test_mean_std_curves_with_runs_of_different_length(tmp_path):
         references=[(0.91, "ref")],
     )
     assert path.stat().st_size > 5000
+
+
+# --------------------------------------------------------------------------- run and sweep folders built by hand
+# The one reader (nnlab.runs.RunFolder / SweepFolder) and the figures drawn from boundary.npz,
+# on folders written here with tiny arrays: no training, no model, no data set loaded.
+
+
+def fake_run(folder: Path, seed: int, *, boundary: bool = True, restored: bool = False) -> Path:
+    """A finished moons run folder: config.toml, metrics.csv, summary.json, checkpoints, boundary.npz."""
+    import json
+
+    import numpy as np
+
+    from nnlab.config import load_config, to_toml
+
+    cfg = load_config("moons", {"train.seed": seed, "train.epochs": 2})
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.toml").write_text(to_toml(cfg))
+    (folder / "metrics.csv").write_text(
+        "epoch,step,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s\n"
+        "1,5,0.6,0.7,0.6,0.7,0.01,0.1\n2,10,0.4,0.8,0.5,0.75,0.01,0.2\n"
+    )
+    for name in ("last.pt", "best.pt"):
+        (folder / "checkpoints" / name).write_bytes(b"")
+    stop = "completed" + ("; restored the best checkpoint (epoch 1)" if restored else "")
+    summary = {"status": "completed", "final_test_acc": 0.75, "best_test_acc": 0.75}
+    summary |= {"train_seconds": 0.2, "seed": seed, "preset": "moons", "stop_reason": stop}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    if boundary:
+        xx, yy = np.meshgrid(np.linspace(-1, 1, 6), np.linspace(-1, 1, 6))  # (R, R), R = 6
+        pred = (xx + yy > 0).astype(np.int64)
+        prob = 0.5 + np.abs(np.tanh(xx + yy)) / 2  # the predicted class's probability
+        x = np.array([[-0.5, -0.5], [0.5, 0.5], [0.2, -0.4]], dtype=np.float32)
+        y = np.array([0, 1, 0])
+        arrays = {"xx": xx, "yy": yy, "prob": prob, "pred": pred}
+        np.savez(folder / "boundary.npz", **arrays, x_train=x, y_train=y, x_test=x, y_test=y)
+    return folder
+
+
+def fake_sweep(root: Path, with_boundary: dict[str, bool]) -> Path:
+    """A sweep over optim.lr (one seed each); ``with_boundary``: run name -> writes boundary.npz."""
+    lines = ["run,optim.lr,seed,final_test_acc,best_test_acc,final_test_loss,epochs,train_seconds"]
+    for name, boundary in with_boundary.items():
+        fake_run(root / name, 0, boundary=boundary)
+        lines.append(f"{name},{name.split('=')[1].split('__')[0]},0,0.75,0.75,0.5,2,0.2")
+    (root / "results.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_run_folder_reads_every_part(tmp_path):
+    from nnlab.runs import RunFolder
+
+    run = RunFolder(fake_run(tmp_path / "r", seed=3))
+    assert run.finished and run.status == "completed" and run.summary["seed"] == 3
+    assert run.config["train"]["seed"] == 3 and run.load_config().train.seed == 3
+    assert run.preset == "moons" and run.load_config().name == "moons"  # config.toml's preset key
+    assert [r["epoch"] for r in run.metrics] == [1, 2]
+    assert run.reported == "last" and run.checkpoint_path() == run.path / "checkpoints/last.pt"
+    assert set(run.boundary()) >= {"xx", "yy", "prob", "pred", "x_test", "y_test"}
+    # a run written before config.toml had the key: summary.json's preset
+    text = (run.path / "config.toml").read_text().replace('preset = "moons"\n', "")
+    (run.path / "config.toml").write_text(text)
+    summary = (run.path / "summary.json").read_text().replace('"moons"', '"older"')
+    (run.path / "summary.json").write_text(summary)
+    assert (
+        RunFolder(run.path).preset == "older" and RunFolder(run.path).load_config().name == "older"
+    )
+
+
+def test_run_folder_points_at_the_checkpoint_the_run_reports(tmp_path):
+    from nnlab.runs import RunFolder
+
+    run = RunFolder(fake_run(tmp_path / "r", seed=0, restored=True))
+    assert run.reported == "best" and run.checkpoint_path().name == "best.pt"
+    assert run.checkpoint_path("last").name == "last.pt"
+    # NumPy-backend runs keep .npz checkpoints
+    numpy_run = fake_run(tmp_path / "n", seed=0)
+    cfg = (numpy_run / "config.toml").read_text().replace('backend = "torch"', 'backend = "numpy"')
+    (numpy_run / "config.toml").write_text(cfg)
+    (numpy_run / "checkpoints" / "last.npz").write_bytes(b"")
+    assert RunFolder(numpy_run).checkpoint_path() == numpy_run / "checkpoints" / "last.npz"
+
+
+def test_run_folder_bad_files_are_one_line_run_errors(tmp_path):
+    from nnlab.errors import RunError
+    from nnlab.runs import RunFolder
+
+    assert RunFolder(tmp_path).summary is None and RunFolder(tmp_path).status == "unfinished"
+    with pytest.raises(RunError, match="no config.toml"):
+        _ = RunFolder(tmp_path).config
+    run = fake_run(tmp_path / "r", seed=0, boundary=False)
+    assert RunFolder(run).boundary() is None
+    (run / "boundary.npz").write_text("not arrays")
+    (run / "config.toml").write_text("[data\n")
+    (run / "summary.json").write_text("{")
+    for read, needle in (
+        (lambda r: r.boundary(), "boundary.npz"),
+        (lambda r: r.config, "config.toml: not a readable config"),
+        (lambda r: r.summary, "summary.json: not valid JSON"),
+        (lambda r: r.checkpoint_path("first"), "which"),
+    ):
+        with pytest.raises((RunError, ValueError), match=needle) as err:
+            read(RunFolder(run))
+        assert "\n" not in str(err.value)
+
+
+def test_sweep_folder_reads_results_with_numbers_and_keys(tmp_path):
+    from nnlab.runs import SweepFolder
+
+    sweep = SweepFolder(
+        fake_sweep(tmp_path, {"optim.lr=0.1__seed=0": True, "optim.lr=1__seed=0": True})
+    )
+    # an unfinished run, not in results.csv yet
+    (fake_run(tmp_path / "optim.lr=0.5__seed=0", 0) / "summary.json").unlink()
+    assert sweep.keys == ["optim.lr"]
+    assert [r["optim.lr"] for r in sweep.results] == [0.1, 1] and sweep.results[0]["seed"] == 0
+    assert [r.point for r in sweep.listed] == [{"optim.lr": 0.1}, {"optim.lr": 1}]
+    runs = sweep.runs  # every run folder, sorted by name
+    assert [(r.path.name, r.status) for r in runs] == [
+        ("optim.lr=0.1__seed=0", "completed"),
+        ("optim.lr=0.5__seed=0", "unfinished"),
+        ("optim.lr=1__seed=0", "completed"),
+    ]
+    assert runs[0].point == {"optim.lr": 0.1} and runs[1].point == {}
+
+
+def test_report_draws_boundaries_from_boundary_npz_and_names_runs_without(cli, tmp_path):
+    """One panel per setting that has boundary.npz; a one-line notice for the one without."""
+    runs = {"optim.lr=0.1__seed=0": True, "optim.lr=1__seed=0": True, "optim.lr=3__seed=0": False}
+    sweep = fake_sweep(tmp_path / "s", runs)
+    proc = cli("report", str(sweep), "--out", "rep")
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "figures/00-moons-boundaries.png" in md
+    assert (tmp_path / "rep" / "figures" / "00-moons-boundaries.png").stat().st_size > 5000
+    notice = [line for line in md.splitlines() if "no boundary.npz" in line]
+    assert notice == [
+        "Decision boundaries of lr=3 (optim.lr=3__seed=0): no boundary.npz: trained by an older nnlab."
+    ]
+
+
+def test_sweep_plots_take_a_sweep_folder(tmp_path):
+    from nnlab.reporting.plots import plot_sweep_boundaries, plot_sweep_metric
+    from nnlab.runs import SweepFolder
+
+    names = {f"optim.lr={lr}__seed=0": lr != "3" for lr in ("0.1", "1", "3")}
+    sweep = SweepFolder(fake_sweep(tmp_path, names))
+    assert plot_sweep_boundaries(sweep) == [tmp_path / "boundaries-moons.png"]
+    assert plot_sweep_metric(sweep) == [tmp_path / "accuracy_vs_lr.png"]
+    assert all(p.stat().st_size > 5000 for p in tmp_path.glob("*.png"))
+
+
+def test_boundary_grid_covers_the_points():
+    import numpy as np
+
+    from nnlab.reporting.plots import boundary_grid
+
+    x = np.array([[0.0, 1.0], [2.0, -1.0]])
+    xx, yy, points = boundary_grid(x, resolution=5)
+    assert xx.shape == yy.shape == (5, 5) and points.shape == (25, 2) and points.dtype == np.float32
+    assert (xx.min(), xx.max(), yy.min(), yy.max()) == (-0.5, 2.5, -1.5, 1.5)
+    assert np.array_equal(points[:, 0], xx.ravel().astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        boundary_grid(np.zeros((3, 3)))

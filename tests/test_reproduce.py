@@ -24,8 +24,8 @@ import pytest
 
 from conftest import REPO, shared_dataset
 from nnlab.config import load_config
-from nnlab.report import course_reference
-from nnlab.reproduce import FULL, QUICK, plan, run_reproduce
+from nnlab.experiments.reproduce import FULL, QUICK, plan, run_reproduce
+from nnlab.reporting.report import course_reference
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -177,7 +177,7 @@ def test_threads_never_exceed_the_budget():
     """A sweep worker's share caps explicit train.threads; a big model after a tiny one gets the share back."""
     import torch
 
-    from nnlab import train
+    from nnlab.engine import setup as train
 
     before, budget = torch.get_num_threads(), train._THREAD_BUDGET
     try:

@@ -17,8 +17,8 @@ import torch
 
 from conftest import assert_one_line_error
 from nnlab.config import load_config
+from nnlab.engine.run import run_training
 from nnlab.runs import load_checkpoint
-from nnlab.train import run_training
 
 SETTINGS = {
     "train.epochs": 60,
@@ -106,9 +106,9 @@ def _check_not_torn(out):
 
 def test_resume_repairs_a_torn_metrics_line(tmp_path, reference, cli, monkeypatch):
     """Crash after epoch 44 with last.pt from epoch 40 and a torn last row: resume drops rows 41-44."""
-    import nnlab.train
+    import nnlab.engine.sinks
 
-    real_save = nnlab.train.save_checkpoint
+    real_save = nnlab.engine.sinks.save_checkpoint
 
     def crashing_save(path, state):
         if state["epoch"] <= 40:
@@ -116,7 +116,7 @@ def test_resume_repairs_a_torn_metrics_line(tmp_path, reference, cli, monkeypatc
         elif state["epoch"] == 44:
             raise KeyboardInterrupt  # the "crash": rows up to 44 are in metrics.csv
 
-    monkeypatch.setattr(nnlab.train, "save_checkpoint", crashing_save)
+    monkeypatch.setattr(nnlab.engine.sinks, "save_checkpoint", crashing_save)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         run_training(load_config("moons", SETTINGS), out, progress="off")

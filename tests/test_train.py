@@ -10,9 +10,12 @@ import torch
 from nnlab.config import load_config
 from nnlab.data import load_data
 from nnlab.data.loader import TensorLoader
+from nnlab.engine.loop import fit
+from nnlab.engine.optim import build_scheduler
+from nnlab.engine.run import run_training
+from nnlab.engine.setup import seed_everything
 from nnlab.models import build_model
 from nnlab.runs import METRIC_COLUMNS, load_checkpoint, read_metrics
-from nnlab.train import build_scheduler, fit, run_training, seed_everything
 
 FAST = ["train.epochs=20", "train.eval_every=5", "train.device=cpu"]
 

@@ -2,7 +2,7 @@
 
 Every loader returns a ``DataBundle`` of whole tensors (train and test) that the
 tensor-resident ``loader.TensorLoader`` slices into batches. Loaders are
-registered by name with ``@register_dataset`` and looked up by ``load_data``.
+listed by name in ``DATASETS`` and looked up by ``load_data``.
 """
 
 from __future__ import annotations
@@ -39,42 +39,37 @@ class DataBundle:
     # and ``__len__`` like TensorLoader and draws batches from (seed, epoch) alone,
     # so runs stay reproducible. None: batches are sliced from x_train/y_train.
     train_loader: Callable[[int, int, torch.device], Any] | None = None
+    # A stack of S runs' data (``nnlab.engine.run.stack_data``): tensors of shape (S, N, ...)
+    # and (S, N), one slice per run, and those runs' seeds (each its own batch order).
+    stack_seeds: list[int] = field(default_factory=list)
 
 
-# name -> module that registers it; imported on first use so `import nnlab` stays light.
-_MODULES = {
-    "moons": "nnlab.data.toy",
-    "circles": "nnlab.data.toy",
-    "blobs": "nnlab.data.toy",
-    "palindrome": "nnlab.data.palindrome",
-    "cifar10": "nnlab.data.cifar10",
-    "imagefolder": "nnlab.data.imagefolder",
+# The one table of datasets: name -> "module:loader". A loader is
+# ``fn(cfg: DataConfig, seed: int) -> DataBundle``; its module is imported on first use,
+# so `import nnlab` and config validation stay light. Add a dataset by adding a row.
+DATASETS = {
+    "moons": "nnlab.data.toy:load_toy",
+    "circles": "nnlab.data.toy:load_toy",
+    "blobs": "nnlab.data.toy:load_toy",
+    "palindrome": "nnlab.data.palindrome:load_palindrome",
+    "cifar10": "nnlab.data.cifar10:load_cifar10",
+    "imagefolder": "nnlab.data.imagefolder:load_imagefolder",
 }
-_LOADERS: dict[str, Callable[[DataConfig, int], DataBundle]] = {}
-
-
-def register_dataset(name: str):
-    """Decorator: ``@register_dataset("moons")`` on ``fn(cfg: DataConfig, seed: int) -> DataBundle``."""
-
-    def wrap(fn):
-        _LOADERS[name] = fn
-        return fn
-
-    return wrap
 
 
 def dataset_names() -> list[str]:
-    return sorted(_MODULES)
+    return sorted(DATASETS)
 
 
 def load_data(cfg: DataConfig, seed: int) -> DataBundle:
     """Load the dataset named by ``cfg.name``; ``seed`` is used when ``cfg.seed`` is -1."""
-    if cfg.name not in _MODULES:
+    if cfg.name not in DATASETS:
         raise ConfigError(
             f"data.name: must be one of {', '.join(dataset_names())}, got {cfg.name!r}"
         )
-    importlib.import_module(_MODULES[cfg.name])
-    bundle = _LOADERS[cfg.name](cfg, seed if cfg.seed < 0 else cfg.seed)
+    module, _, function = DATASETS[cfg.name].partition(":")
+    loader = getattr(importlib.import_module(module), function)
+    bundle = loader(cfg, seed if cfg.seed < 0 else cfg.seed)
     return _limit(bundle, cfg.limit_train, cfg.limit_test)
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from nnlab.config import DataConfig
-from nnlab.data import DataBundle, register_dataset
+from nnlab.data import DataBundle
 from nnlab.errors import DataError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -284,7 +284,6 @@ def missing_message(root: Path) -> str:
     )
 
 
-@register_dataset("cifar10")
 def load_cifar10(cfg: DataConfig, seed: int) -> DataBundle:
     """The cached CIFAR-10 as uint8 tensors (memory-mapped); the loader normalises per batch."""
     root = data_root(cfg.dir)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from nnlab.config import DataConfig
-from nnlab.data import DataBundle, register_dataset
+from nnlab.data import DataBundle
 from nnlab.data.cifar10 import data_root, read_cache, write_cache
 from nnlab.errors import ConfigError, DataError
 
@@ -160,7 +160,6 @@ def load_tree(
     return cached
 
 
-@register_dataset("imagefolder")
 def load_imagefolder(cfg: DataConfig, seed: int) -> DataBundle:
     if not cfg.dir:
         raise ConfigError(

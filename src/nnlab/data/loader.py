@@ -29,7 +29,7 @@ class TensorLoader:
     ``shuffle`` draws a fresh order each epoch (call ``set_epoch`` first, like
     ``DistributedSampler``); ``transform`` is applied to each whole batch.
 
-    Data-parallel (``world_size`` > 1, see ``nnlab.distributed``): ``batch_size``
+    Data-parallel (``world_size`` > 1, see ``nnlab.engine.distributed``): ``batch_size``
     is the *global* batch. Every rank draws the same order for (seed, epoch), cuts
     it into global batches exactly as one process would, and takes the contiguous
     slice ``rank`` of each: ``batch_size // world_size`` examples. Equal shares
@@ -115,3 +115,51 @@ class TensorLoader:
         x, y = self.x[mine], self.y[mine]  # one gather per epoch, then views
         for xb, yb in zip(x.split(k), y.split(k), strict=True):
             yield (self.transform(xb, g) if self.transform is not None else xb), yb
+
+
+class StackedLoader:
+    """Batches for a stack of S runs (``nnlab.models.stacked``): ``(S, B, ...)``, ``(S, B)``.
+
+    ``x`` is ``(S, N, ...)`` and ``y`` ``(S, N)``: run s's own split. With
+    ``shuffle``, run s's order for an epoch is the one a lone ``TensorLoader``
+    with its seed draws, so every member sees the batches its lone run sees.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        seeds: list[int],
+        shuffle: bool = False,
+    ) -> None:
+        if x.shape[:2] != y.shape or len(seeds) != len(x):
+            raise ValueError(f"need x (S, N, ...), y (S, N) and S seeds; got {x.shape}, {y.shape}")
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.seeds, self.shuffle, self.epoch = list(seeds), shuffle, 0
+        self.world_size, self.transform = 1, None  # as TensorLoader (never data-parallel)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.x.shape[1] // self.batch_size)
+
+    @property
+    def num_examples(self) -> int:
+        return self.x.shape[1]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.x, self.y
+        if self.shuffle:  # each run's own order, then one gather: batches are views
+            perm = torch.stack(
+                [
+                    torch.randperm(x.shape[1], generator=epoch_generator(s, self.epoch))
+                    for s in self.seeds
+                ]
+            ).to(x.device)
+            x = x.gather(1, perm.view(*perm.shape, *[1] * (x.dim() - 2)).expand_as(x))
+            y = y.gather(1, perm)
+        for lo in range(0, x.shape[1], self.batch_size):
+            yield x[:, lo : lo + self.batch_size], y[:, lo : lo + self.batch_size]

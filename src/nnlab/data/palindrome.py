@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from nnlab.config import DataConfig
-from nnlab.data import DataBundle, register_dataset
+from nnlab.data import DataBundle
 from nnlab.data.loader import epoch_generator
 from nnlab.errors import ConfigError
 
@@ -137,7 +137,7 @@ class RepeatLoader:
     def __init__(
         self, x: torch.Tensor, y: torch.Tensor, epoch_size: int, batch_size: int, seed: int
     ) -> None:
-        # Private names: nnlab.speed treats loaders with a resident ``x`` as TensorLoaders.
+        # Private names: nnlab.engine.compile treats loaders with a resident ``x`` as TensorLoaders.
         self._x, self._y = x, y
         self.epoch_size, self.batch_size, self.seed = epoch_size, batch_size, seed
         self.epoch = 0
@@ -171,7 +171,6 @@ def _announce_cap(length: int, requested: int, total: int) -> None:
         )
 
 
-@register_dataset("palindrome")
 def load_palindrome(cfg: DataConfig, seed: int) -> DataBundle:
     """The finite or stream palindrome dataset for ``cfg.length`` input digits."""
     if cfg.length < 1:

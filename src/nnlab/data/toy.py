@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from nnlab.config import DataConfig
-from nnlab.data import DataBundle, register_dataset
+from nnlab.data import DataBundle
 
 
 def make_toy(cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -47,9 +47,6 @@ def make_toy(cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
     )
 
 
-@register_dataset("moons")
-@register_dataset("circles")
-@register_dataset("blobs")
 def load_toy(cfg: DataConfig, seed: int) -> DataBundle:
     x_tr, x_te, y_tr, y_te = make_toy(cfg, seed)
     n_classes = cfg.centers if cfg.name == "blobs" else 2

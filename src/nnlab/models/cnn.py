@@ -21,13 +21,16 @@ classes. Returns logits; softmax belongs inside the loss.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from nnlab.config import ModelConfig
 from nnlab.errors import ConfigError
 from nnlab.models.mlp import ACTIVATIONS
-from nnlab.models.registry import register_model
+
+if TYPE_CHECKING:
+    from nnlab.config import ModelConfig
 
 REPORT_WIDTHS = ["64", "64", "M3", "128", "128", "M3", "F512"]
 
@@ -123,7 +126,6 @@ class CNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("cnn")
 def build_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> CNN:
     return CNN(
         input_shape,

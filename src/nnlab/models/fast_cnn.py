@@ -43,14 +43,17 @@ Returns logits; softmax belongs inside the loss.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab.config import ModelConfig
 from nnlab.errors import ConfigError
 from nnlab.models.mlp import ACTIVATIONS
-from nnlab.models.registry import register_model
+
+if TYPE_CHECKING:
+    from nnlab.config import ModelConfig
 
 FAST_WIDTHS = ["64", "256", "256"]
 
@@ -180,7 +183,6 @@ class FastCNN(nn.Module):
         return self.head(x) * self.logit_scale
 
 
-@register_model("cnn-fast")
 def build_fast_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> FastCNN:
     widths = list(cfg.widths)
     if not all(w.isdigit() for w in widths):

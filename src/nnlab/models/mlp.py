@@ -7,11 +7,13 @@ log-softmax itself), never before it, the course report's first defect.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from nnlab.config import ModelConfig
-from nnlab.models.registry import register_model
+if TYPE_CHECKING:
+    from nnlab.config import ModelConfig
+
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -54,7 +56,6 @@ class MLP(nn.Module):
         return self.net(x.flatten(1) if x.dim() > 2 else x)
 
 
-@register_model("mlp")
 def build_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> MLP:
     return MLP(
         math.prod(input_shape),

@@ -1,13 +1,16 @@
-"""A small model registry: ``@register_model("mlp")`` and ``create_model``.
+"""The model registry: one table of model names and the builders that make them.
 
-A registered builder is the one boundary between configs and models: it takes
-the ``[model]`` section and the data's shape and calls the model's constructor
-with explicit keyword arguments, so models never see configs or the CLI.
+A builder is the one boundary between configs and models: it takes the ``[model]``
+section and the data's shape and calls the model's constructor with plain keyword
+arguments, so models never see configs or the CLI. Builders are named as
+``"module:function"`` and imported on first use: config validation reads the
+names without importing torch, and ``create_model`` works whatever was imported
+before. Add a model by adding a row (and a test in tests/test_models.py runs it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from typing import TYPE_CHECKING
 
 from nnlab.errors import ConfigError
@@ -17,28 +20,25 @@ if TYPE_CHECKING:
 
     from nnlab.config import ModelConfig
 
-Builder = Callable[["ModelConfig", tuple[int, ...], int], "nn.Module"]
-_BUILDERS: dict[str, Builder] = {}
+MODELS = {
+    "mlp": "nnlab.models.mlp:build_mlp",
+    "cnn": "nnlab.models.cnn:build_cnn",
+    "cnn-fast": "nnlab.models.fast_cnn:build_fast_cnn",
+    "rnn": "nnlab.models.rnn:build_rnn",
+    "lstm": "nnlab.models.rnn:build_lstm",
+    "gru": "nnlab.models.rnn:build_gru",
+}
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    def wrap(fn: Builder) -> Builder:
-        if name in _BUILDERS:
-            raise ValueError(f"model '{name}' registered twice")
-        _BUILDERS[name] = fn
-        return fn
-
-    return wrap
-
-
-def registered_models() -> list[str]:
-    return sorted(_BUILDERS)
+def model_names() -> list[str]:
+    return sorted(MODELS)
 
 
 def create_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """Build ``cfg.name`` for inputs of ``input_shape`` (one example) and ``n_classes`` outputs."""
-    if cfg.name not in _BUILDERS:
+    if cfg.name not in MODELS:
         raise ConfigError(
-            f"model.name: must be one of {', '.join(registered_models())}, got {cfg.name!r}"
+            f"model.name: must be one of {', '.join(model_names())}, got {cfg.name!r}"
         )
-    return _BUILDERS[cfg.name](cfg, input_shape, n_classes)
+    module, _, function = MODELS[cfg.name].partition(":")
+    return getattr(importlib.import_module(module), function)(cfg, input_shape, n_classes)

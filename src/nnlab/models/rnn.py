@@ -18,14 +18,16 @@ initialised to zero, so at initialisation it adds nothing the scratch cell lacks
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from nnlab.config import ModelConfig
 from nnlab.errors import ConfigError
-from nnlab.models.registry import register_model
 from nnlab.models.rnn_cells import CELLS
+
+if TYPE_CHECKING:
+    from nnlab.config import ModelConfig
 
 FUSED: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 Layout = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
@@ -194,5 +196,4 @@ def _builder(kind: str):
     return build
 
 
-for _kind in CELLS:
-    register_model(_kind)(_builder(_kind))
+build_rnn, build_lstm, build_gru = _builder("rnn"), _builder("lstm"), _builder("gru")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from nnlab.config import Config
+from nnlab.errors import DataError
 from nnlab.numpy_mlp.mlp import MLP
 from nnlab.numpy_mlp.modules import CrossEntropy, one_hot
 from nnlab.numpy_mlp.optim import build_optimizer, clip_grad_norm, scheduled_lr
@@ -40,7 +41,7 @@ class Arrays:
 
 @dataclass
 class NumpyFit:
-    """What ``fit_stacked`` returns for each network; mirrors ``nnlab.train.FitResult``."""
+    """What ``fit_stacked`` returns for each network; mirrors ``nnlab.engine.loop.FitResult``."""
 
     history: list[dict[str, float]]
     epochs: int
@@ -54,6 +55,40 @@ class NumpyFit:
     best: dict[str, np.ndarray] = field(repr=False)  # weights at the best evaluation
     error: str | None = None  # set when this network's loss became NaN or inf
     eval_seconds: float = 0.0  # the part of train_seconds spent evaluating (this network's share)
+
+
+def to_arrays(bundle: Any) -> Arrays:
+    """A ``DataBundle`` (torch tensors, read with ``.numpy()``) as checked arrays; bad data is a DataError."""
+    x_tr, y_tr, x_te, y_te = (
+        np.asarray(t.numpy() if hasattr(t, "numpy") else t)
+        for t in (bundle.x_train, bundle.y_train, bundle.x_test, bundle.y_test)
+    )
+    for split, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+        if x.ndim != 2:
+            raise DataError(
+                f"data: x_{split} must be (n_samples, n_features) for the numpy MLP, got shape {x.shape}"
+            )
+        if len(x) != len(y) or len(x) == 0:
+            raise DataError(
+                f"data: the {split} split has {len(x)} inputs and {len(y)} labels; need as many, at least one"
+            )
+        if not np.isfinite(x).all():
+            raise DataError(
+                f"data: x_{split} holds NaN or inf values; the numpy MLP needs finite features"
+            )
+        if y.min() < 0 or y.max() >= bundle.n_classes:
+            raise DataError(f"data: {split} labels must be class indices 0..{bundle.n_classes - 1}")
+    if len(np.unique(y_tr)) < 2:
+        raise DataError(
+            "data: the training split holds only one class; a classifier needs at least two"
+        )
+    return Arrays(
+        x_tr.astype(DTYPE),
+        y_tr.astype(np.int64),
+        x_te.astype(DTYPE),
+        y_te.astype(np.int64),
+        bundle.n_classes,
+    )
 
 
 def fit_stacked(

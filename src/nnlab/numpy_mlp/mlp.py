@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -160,3 +161,22 @@ class MLP:
         stack = "" if self.stack is None else f", stack={self.stack}"
         inner = ", ".join(map(repr, self.layers))
         return f"MLP({inner}{stack}; {self.n_params} parameters per network)"
+
+
+def load_model(path: Path) -> MLP:
+    """The MLP saved in a ``last.npz`` / ``best.npz`` checkpoint."""
+    from nnlab.runs import load_arrays
+
+    state = load_arrays(path)
+    n_layers = sum(1 for k in state if k[0] == "W" and k[1:].isdigit())
+    sizes = [state["W0"].shape[0]] + [state[f"W{i}"].shape[1] for i in range(n_layers)]
+    model = MLP(
+        sizes[0],
+        sizes[1:-1],
+        sizes[-1],
+        activation=str(state["activation"]),
+        rng=0,
+        dtype=state["W0"].dtype.type,
+    )
+    model.load_state_dict(state)
+    return model

@@ -5,7 +5,8 @@ overrides, and ``results.csv`` with one row per finished run (the contract
 columns: ``run``, every swept key by its dotted name, ``seed``,
 ``final_test_acc``, ``best_test_acc``, ``train_seconds``). A run counts as
 finished only when its ``summary.json`` exists, so rerunning a sweep skips
-finished runs and redoes unfinished ones.
+finished runs and redoes unfinished ones. Where the runs train (this process or
+worker processes) is ``backends.py``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import math
-import os
-import shutil
-import signal
 import sys
 import time
 import typing
@@ -24,8 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nnlab.config import Config, coerce
+from nnlab.config import Config
+from nnlab.config_values import coerce
 from nnlab.errors import ConfigError, NnlabError, RunError
+from nnlab.experiments.backends import group_runs, run_local
+from nnlab.reporting.stats import format_summary, mean_std, summarize
 from nnlab.runs import RunDir, atomic_write_text, prepare_out_dir, read_json
 
 RESULT_COLUMNS = ["final_test_acc", "best_test_acc", "final_test_loss", "epochs", "train_seconds"]
@@ -86,39 +86,6 @@ def plan(
     return jobs
 
 
-def _run_one(name: str, cfg: Config, out: str, threads: int) -> dict[str, Any]:
-    """Worker body: train one run (in this process or a worker process)."""
-    from nnlab.errors import TrainingDiverged
-    from nnlab.train import limit_cpu_threads, resume_training, run_training
-
-    if threads:
-        limit_cpu_threads(threads)
-    folder = Path(out) / name
-    try:
-        if (
-            folder / "checkpoints" / "last.pt"
-        ).exists():  # interrupted: go on from its last checkpoint
-            return resume_training(folder, cfg, progress="off")
-        if folder.exists():  # interrupted before its first checkpoint: start it again
-            shutil.rmtree(folder)
-        return run_training(cfg, folder, progress="off")
-    except TrainingDiverged:
-        return read_json(folder / "summary.json")  # recorded as diverged; the sweep goes on
-
-
-def _init_worker(threads: int) -> None:
-    """Runs first in each worker process, before numpy or torch is imported there.
-
-    BLAS libraries (the NumPy backend's matmuls) size their thread pools from these
-    variables when they load, so each worker uses its share of the cores, not all of them.
-    Ctrl-C reaches every process of the terminal's group: workers ignore it, and the
-    parent stops them (``run_sweep``), so an interrupted worker never picks up the next run.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-
-
 def run_sweep(
     cfg: Config,
     grid: dict[str, list[Any]],
@@ -144,11 +111,6 @@ def run_sweep(
             f"{skipped} of {len(planned)} runs already finished in {out}; skipping them",
             file=sys.stderr,
         )
-    from nnlab.stacked import group_runs, run_group
-
-    groups = group_runs(todo)  # runs that differ only in seed train together, as one stack
-    jobs = max(1, min(jobs, len(groups) or 1))
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     done = skipped
     start = time.perf_counter()
 
@@ -166,41 +128,16 @@ def run_sweep(
         )
         write_results(out, planned, keys)
 
-    if jobs == 1:
-        for group in groups:
-            for name, summary in run_group(group, str(out), threads if len(todo) > 1 else 0):
-                report(name, summary)
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # spawn: a clean interpreter per worker (fork and torch's thread pools do not mix).
-        pool_args = {
-            "mp_context": mp.get_context("spawn"),
-            "initializer": _init_worker,
-            "initargs": (threads,),
-        }
-        with ProcessPoolExecutor(max_workers=jobs, **pool_args) as pool:
-            futures = [pool.submit(run_group, group, str(out), threads) for group in groups]
-            try:
-                for fut in as_completed(futures):
-                    for name, summary in fut.result():
-                        report(name, summary)
-            except BaseException:  # Ctrl-C (or a failed run): stop now, not after the queued runs
-                for f in futures:
-                    f.cancel()
-                # The executor has no public way to stop running calls. Killing a worker is safe:
-                # every file is written atomically and resume drops metrics rows past last.pt.
-                for proc in list(pool._processes.values()):
-                    proc.terminate()
-                raise
+    # runs that differ only in seed train together, as one stack
+    run_local(group_runs(todo), out, jobs, report)
     rows = write_results(out, planned, keys)
     write_summary_table(out, rows, keys)
-    from nnlab.plots import plot_sweep_boundaries, plot_sweep_metric
+    from nnlab.reporting.plots import plot_sweep_boundaries, plot_sweep_metric
+    from nnlab.runs import SweepFolder
 
-    plot_sweep_boundaries(out, planned, keys)  # 2-D data only: each setting's decision boundary
+    plot_sweep_boundaries(SweepFolder(out))  # runs with boundary.npz: each setting's boundary
     # numeric swept keys (e.g. data.length): accuracy_vs_<key>.png
-    plot_sweep_metric(out, rows, keys)
+    plot_sweep_metric(SweepFolder(out))
     print(
         f"sweep finished: {len(planned)} runs in {out} ({time.perf_counter() - start:.1f} s)",
         file=sys.stderr,
@@ -241,50 +178,6 @@ def write_results(out: Path, planned, keys: list[str]) -> list[dict[str, Any]]:
 
 def _csv_value(value: Any) -> Any:
     return ",".join(str(v) for v in value) if isinstance(value, list) else value
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
-    """Mean, sample standard deviation (n-1; 0 for one value) and n."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std, n
-
-
-def summarize(
-    rows: list[dict[str, Any]], keys: list[str], metric: str = "final_test_acc"
-) -> list[dict[str, Any]]:
-    """Group rows by the swept keys: mean, std and n of ``metric`` and of train time.
-
-    Runs without the metric (diverged) are left out of the statistics and counted as ``failed``.
-    """
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
-    table = []
-    for values, members in groups.items():
-        ok = [r for r in members if r.get(metric) not in (None, "")]
-        m, s, n = mean_std([float(r[metric]) for r in ok])
-        t, _, _ = mean_std([float(r["train_seconds"]) for r in ok])
-        entry = {"mean": m, "std": s, "n": n, "seconds": t, "failed": len(members) - len(ok)}
-        table.append({**dict(zip(keys, values, strict=True)), **entry})
-    return table
-
-
-def format_summary(
-    table: list[dict[str, Any]], keys: list[str], metric: str = "final_test_acc"
-) -> str:
-    lines = []
-    for row in table:
-        label = "  ".join(f"{k}={row[k]}" for k in keys) or "all runs"
-        failed = f", {row['failed']} diverged" if row.get("failed") else ""
-        lines.append(
-            f"{label}: {metric} {row['mean']:.4f} +- {row['std']:.4f} (n={row['n']}{failed}), "
-            f"{row['seconds']:.1f} s per run"
-        )
-    return "\n".join(lines)
 
 
 def write_summary_table(out: Path, rows: list[dict[str, Any]], keys: list[str]) -> Path:

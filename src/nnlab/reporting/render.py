@@ -1,4 +1,4 @@
-"""Render the report's blocks (``nnlab.report.build_blocks``) as Markdown and as self-contained HTML.
+"""Render the report's blocks (``nnlab.reporting.blocks.build_blocks``) as Markdown and as self-contained HTML.
 
 Blocks are tuples: ``("h1"|"h2"|"h3"|"p", text)``, ``("list", items)``,
 ``("table", head, rows)`` and ``("figure", png_path, caption)``. The HTML embeds

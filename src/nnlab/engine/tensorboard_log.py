@@ -128,7 +128,7 @@ class TensorBoardLog:
 
 def log_history(folder: Path, cfg: Config, toml_text: str, history: list[dict[str, Any]]) -> None:
     """Write a finished run's rows in one go: for training loops that do not go through
-    ``nnlab.train.fit`` (the NumPy backend), so ``train.tensorboard`` works for every run."""
+    ``nnlab.engine.loop.fit`` (the NumPy backend), so ``train.tensorboard`` works for every run."""
     log = TensorBoardLog(folder)
     try:
         log.log_config(cfg, toml_text)

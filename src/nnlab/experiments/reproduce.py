@@ -4,7 +4,7 @@ The experiment list is data (``FULL``, ``QUICK``): each entry is a preset, a
 grid (on top of the preset's own ``[sweep]``), a number of seeds and, for the
 quick scale, overrides that shrink it. Each runs as a sweep into
 ``OUT/<key>/`` (so a second call skips finished runs and resumes unfinished
-ones), and ``nnlab.report`` then writes ``OUT/report/report.{md,html}``.
+ones), and ``nnlab.reporting.report`` then writes ``OUT/report/report.{md,html}``.
 
 ``--quick`` is sized for <= 10 minutes on 2 CPU cores: fewer seeds, fewer and
 shorter palindromes, CIFAR-10 subsets and one or two epochs. The report lists,
@@ -213,9 +213,9 @@ def run_reproduce(
     ``jobs`` 0 picks one worker process per core (at most 2: the quick list's sweeps have few settings).
     """
     from nnlab.config import load_config
-    from nnlab.report import write_report
+    from nnlab.experiments.sweep import run_sweep
+    from nnlab.reporting.report import write_report
     from nnlab.runs import atomic_write_text
-    from nnlab.sweep import run_sweep
 
     steps = plan(scale) if steps is None else steps
     jobs = jobs or max(1, min(2, os.cpu_count() or 1))

@@ -1,9 +1,7 @@
 """Speed options of ``fit`` that need checks or set-up: ``train.compile`` and friends (docs/performance.md).
 
-- ``check_options`` rejects what cannot work here (compile without a backend,
-  CUDA graphs off CUDA, test-time augmentation of non-images, a forced
-  ``train.manual_step`` the run does not qualify for) with one line,
-  before a run folder is written.
+- ``compile_unavailable`` says why torch.compile cannot run here (``engine/plan.py``
+  turns it into a one-line error before a run folder is written).
 - ``compile_and_warm_up`` wraps the training model in ``torch.compile`` and
   runs the one-off compilation on purpose, on throw-away forward/backward
   passes for every batch shape an epoch will use, then puts back every state
@@ -30,7 +28,7 @@ from torch import nn
 from nnlab.errors import ConfigError
 
 if TYPE_CHECKING:
-    from nnlab.config import Config
+    pass
 
 
 def compile_unavailable(device: torch.device) -> str | None:
@@ -54,35 +52,6 @@ def compile_unavailable(device: torch.device) -> str | None:
         if not any(c and shutil.which(c) for c in compilers):
             return "its CPU backend needs a C++ compiler (g++ or clang++), and none is on PATH"
     return None
-
-
-def check_options(cfg: Config, device: torch.device, input_shape: tuple[int, ...]) -> None:
-    """One-line ConfigErrors for speed options that cannot work with this device or data."""
-    t = cfg.train
-    if t.tta and len(input_shape) != 3:
-        raise ConfigError(
-            f"train.tta: test-time augmentation mirrors and shifts images; {cfg.data.name} has none (set train.tta=0)"
-        )
-    if t.manual_step == "on":
-        from nnlab.manual_step import unsupported
-        from nnlab.train import speed_settings
-
-        reason = unsupported(cfg, speed_settings(cfg, device, input_shape)[0])
-        if reason is not None:
-            raise ConfigError(
-                f"train.manual_step: the hand-derived step cannot train this run: {reason}; use auto or off"
-            )
-    if not t.compile:
-        return
-    if t.compile_mode == "reduce-overhead" and device.type != "cuda":
-        raise ConfigError(
-            f"train.compile_mode: reduce-overhead records CUDA graphs and needs a CUDA device, not {device.type}; use default"
-        )
-    reason = compile_unavailable(device)
-    if reason is not None:
-        raise ConfigError(
-            f"train.compile: torch.compile is unavailable here: {reason}; set train.compile=false"
-        )
 
 
 def _snapshot(

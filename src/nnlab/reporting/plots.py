@@ -1,28 +1,27 @@
-"""Figures, drawn only from what run folders hold (metrics rows, summaries).
+"""Figures, drawn only from arrays and rows handed to them or read from run folders through
+``nnlab.runs`` (metrics rows, summaries, ``boundary.npz``): no model or data set is rebuilt here.
 
-matplotlib is imported inside each function (with the file-only Agg backend),
-so importing nnlab never pays for it.
+matplotlib is imported inside each function, and figures are made without pyplot
+(``_figure``), so importing nnlab never pays for it and a run pays only for what it draws.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nnlab.runs import RunFolder, SweepFolder
 
 
-def _pyplot():
-    import os
-    import sys
+def _figure(**kwargs):
+    """A matplotlib ``Figure`` made directly, not through pyplot: pyplot's import (its
+    backend machinery) costs about half a second of every run's start-up, and a figure
+    that is only saved needs none of it (``savefig`` renders with Agg by itself)."""
+    from matplotlib.figure import Figure
 
-    import matplotlib
-
-    # Files only (Agg) by default, but keep a backend someone chose: a Jupyter kernel sets
-    # MPLBACKEND to its inline backend, and forcing Agg there would stop figures showing.
-    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def save_figure(fig, path: Path, dpi: int = 100) -> Path:
@@ -33,7 +32,6 @@ def save_figure(fig, path: Path, dpi: int = 100) -> Path:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    _pyplot().close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)
 
@@ -45,11 +43,11 @@ def plot_curves(history: Sequence[dict[str, float]], path: Path, title: str = ""
 
 def curves_figure(history: Sequence[dict[str, float]], title: str = ""):
     """The figure ``plot_curves`` saves, left open (``nnlab.Run.plot_curves`` shows it in a notebook)."""
-    plt = _pyplot()
     epochs = [r["epoch"] for r in history]
     # Fixed margins, not constrained_layout: this figure is drawn for every run, and
     # the layout solver was about 40% of its cost.
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = _figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.84, wspace=0.22)
     for split, style in (("train", "-"), ("test", "--")):
         ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=split)
@@ -64,31 +62,79 @@ def curves_figure(history: Sequence[dict[str, float]], title: str = ""):
     return fig
 
 
+def boundary_grid(x, resolution: int = 120):
+    """A ``resolution`` x ``resolution`` grid around 2-D points ``x`` (N, 2), half a unit beyond them.
+
+    Returns ``xx``, ``yy`` (R, R) and ``points`` (R*R, 2) float32: the engine scores
+    ``points`` with the model a run reports and stores the result in ``RUN/boundary.npz``
+    (``nnlab.runs.write_boundary``).
+    """
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"boundary_grid: expected points of shape (N, 2), got {x.shape}")
+    lo, hi = x.min(axis=0) - 0.5, x.max(axis=0) + 0.5
+    xx, yy = np.meshgrid(
+        np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
+    )
+    return xx, yy, np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)
+
+
+def boundary_panel(run: RunFolder, label: str) -> dict | None:
+    """One panel of ``plot_decision_boundaries`` from a ``RunFolder``'s ``boundary.npz``
+    (None if it has none): its test points over the predictions of the model it reports."""
+    arrays = run.boundary()
+    if arrays is None:
+        return None
+    summary = run.summary or {}
+    acc = summary.get("final_test_acc")
+    score = f"test acc {acc:.3f}" if isinstance(acc, (int, float)) else "no test acc"
+    weights = " (best checkpoint)" if run.reported == "best" else ""
+    return {
+        "title": f"{label}\nseed {summary.get('seed', '?')}: {score}{weights}",
+        "x": arrays["x_test"],
+        "y": arrays["y_test"],
+        "xx": arrays["xx"],
+        "yy": arrays["yy"],
+        "zz": arrays["pred"],
+        "prob": arrays["prob"],  # (R, R): the probability of the predicted class
+    }
+
+
 def plot_decision_boundaries(panels: Sequence[dict], path: Path, title: str = "") -> Path:
     """Side-by-side panels of 2-D test points over a classifier's predicted regions.
 
     Each panel is ``{"title", "x": (N, 2), "y": (N,), "xx", "yy": (G, G) grid
-    coordinates, "zz": (G, G) predicted class}``.
+    coordinates, "zz": (G, G) predicted class}``, and optionally ``"prob"`` (G, G), the
+    probability of the predicted class: for two classes the regions are then shaded by
+    the probability of class 1, with its 0.5 line.
     """
+    import matplotlib
     import numpy as np
 
-    plt = _pyplot()
     n_classes = int(max(max(p["y"].max(), p["zz"].max()) for p in panels)) + 1
-    cmap = plt.get_cmap("coolwarm" if n_classes == 2 else "viridis", n_classes)
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False, constrained_layout=True
+    cmap = matplotlib.colormaps["coolwarm" if n_classes <= 2 else "viridis"].resampled(
+        max(n_classes, 2)
     )
+    fig = _figure(figsize=(4.2 * len(panels), 4), constrained_layout=True)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, p in zip(axes[0], panels, strict=True):
-        ax.contourf(
-            p["xx"], p["yy"], p["zz"], levels=np.arange(n_classes + 1) - 0.5, cmap=cmap, alpha=0.35
-        )
+        if n_classes <= 2 and p.get("prob") is not None:
+            prob1 = np.where(p["zz"] == 1, p["prob"], 1.0 - p["prob"])  # P(class 1)
+            levels = np.linspace(0.0, 1.0, 11)
+            ax.contourf(p["xx"], p["yy"], prob1, levels=levels, cmap="coolwarm", alpha=0.35)
+            ax.contour(p["xx"], p["yy"], prob1, levels=[0.5], colors="k", linewidths=0.8)
+        else:
+            levels = np.arange(n_classes + 1) - 0.5
+            ax.contourf(p["xx"], p["yy"], p["zz"], levels=levels, cmap=cmap, alpha=0.35)
         ax.scatter(
             p["x"][:, 0],
             p["x"][:, 1],
             c=p["y"],
             cmap=cmap,
             vmin=-0.5,
-            vmax=n_classes - 0.5,
+            vmax=max(n_classes, 2) - 0.5,
             s=12,
             edgecolors="k",
             linewidths=0.3,
@@ -99,88 +145,30 @@ def plot_decision_boundaries(panels: Sequence[dict], path: Path, title: str = ""
     return save_figure(fig, path)
 
 
-def plot_sweep_boundaries(
-    out: Path, planned: Sequence[tuple], keys: Sequence[str], resolution: int = 150
-) -> list[Path]:
-    """For sweeps of MLPs on the 2-D toy sets: ``boundaries-<data>.png`` in ``out``, one panel per
-    grid point (the first seed's finished run, its final weights), with its test points.
-
-    ``planned`` holds ``(run name, config, grid point)`` as ``sweep.plan`` returns them.
-    """
-    from nnlab.runs import read_json
-
+def plot_sweep_boundaries(sweep: SweepFolder) -> list[Path]:
+    """``boundaries-<data>.png`` in a ``SweepFolder`` per 2-D data set: one panel per grid point
+    (its first finished seed), drawn from that run's ``boundary.npz``; runs without one are left out."""
     figures: dict[str, list[dict]] = {}
-    seen: set[str] = set()
-    for name, cfg, point in planned:
-        label = (
-            "  ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items() if k != "data.name")
-            or cfg.name
+    seen: set[tuple[str, str]] = set()
+    for run in sweep.listed:
+        label = "  ".join(
+            f"{k.split('.')[-1]}={v}" for k, v in run.point.items() if k != "data.name"
         )
-        folder = Path(out) / name
-        if (
-            cfg.data.name not in ("moons", "circles", "blobs")
-            or cfg.model.name != "mlp"
-            or label + cfg.data.name in seen
-        ):
-            continue  # not 2-D data, or this grid point already has its panel (from its first seed)
-        if (
-            not (folder / "summary.json").exists()
-            or read_json(folder / "summary.json").get("status") == "diverged"
-        ):
+        data = str(run.config["data"]["name"])
+        if (data, label) in seen or run.status != "completed":
             continue
-        seen.add(label + cfg.data.name)
-        figures.setdefault(cfg.data.name, []).append(boundary_panel(cfg, folder, label, resolution))
+        panel = boundary_panel(run, label or run.preset or run.path.name)
+        if panel is not None:
+            seen.add((data, label))
+            figures.setdefault(data, []).append(panel)
     return [
         plot_decision_boundaries(
             panels,
-            Path(out) / f"boundaries-{data}.png",
+            sweep.path / f"boundaries-{data}.png",
             title=f"{data}: test points and decision boundaries",
         )
         for data, panels in figures.items()
     ]
-
-
-def boundary_panel(cfg, folder: Path, label: str, resolution: int) -> dict:
-    """One panel of ``plot_decision_boundaries`` for the finished 2-D run in ``folder``:
-    its test points and its predictions on a ``resolution`` x ``resolution`` grid around them."""
-    import numpy as np
-
-    x, y, predict = _run_predictor(cfg, folder)
-    lo, hi = x.min(axis=0) - 0.5, x.max(axis=0) + 0.5
-    xx, yy = np.meshgrid(
-        np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
-    )
-    zz = predict(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)).reshape(xx.shape)
-    acc = float((predict(x) == y).mean())
-    title = f"{label}\nseed {cfg.train.seed}: test acc {acc:.3f}"
-    return {"title": title, "x": x, "y": y, "xx": xx, "yy": yy, "zz": zz}
-
-
-def _run_predictor(cfg, folder: Path):
-    """The run's test split and a ``(N, 2) array -> predicted classes`` function from its last checkpoint."""
-    import torch
-
-    from nnlab.data import load_data
-
-    data = load_data(cfg.data, cfg.train.seed)
-    x, y = data.x_test.numpy(), data.y_test.numpy()
-    if cfg.model.backend == "numpy":
-        from nnlab.numpy_mlp.run import load_model
-
-        model = load_model(folder / "checkpoints" / "last.npz")
-        return x, y, lambda points: model.forward(points).argmax(-1)
-    from nnlab.models import build_model
-    from nnlab.runs import load_checkpoint
-
-    net = build_model(cfg.model, data.input_shape, data.n_classes)
-    net.load_state_dict(load_checkpoint(folder / "checkpoints" / "last.pt")["model"])
-    net.eval()
-
-    def predict(points):
-        with torch.no_grad():
-            return net(torch.from_numpy(points)).argmax(-1).numpy()
-
-    return x, y, predict
 
 
 def plot_metric_vs_param(
@@ -198,14 +186,14 @@ def plot_metric_vs_param(
     E.g. mean final test accuracy against palindrome length, one line per model.
     ``references`` are ``(x, y, label)`` points drawn as black stars (a published number to compare with).
     """
-    plt = _pyplot()
     groups: dict[str, dict[float, list[float]]] = {}
     for r in rows:
         if r.get(metric) in (None, ""):
             continue
         label = ", ".join(f"{k}={r[k]}" for k in series) or metric
         groups.setdefault(label, {}).setdefault(float(r[param]), []).append(float(r[metric]))
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    fig = _figure(figsize=(7, 4.5), constrained_layout=True)
+    ax = fig.subplots()
     for label, by_x in groups.items():
         xs = sorted(by_x)
         mean = [sum(by_x[x]) / len(by_x[x]) for x in xs]
@@ -230,10 +218,10 @@ def plot_metric_vs_param(
     return save_figure(fig, path)
 
 
-def plot_sweep_metric(out: Path, rows: Sequence[dict], keys: Sequence[str]) -> list[Path]:
-    """After a sweep: for each swept key with three or more numeric values,
-    ``accuracy_vs_<key>.png`` in ``out`` (one line per setting of the other keys)."""
-    paths = []
+def plot_sweep_metric(sweep: SweepFolder) -> list[Path]:
+    """After a sweep: for each swept key of a ``SweepFolder`` with three or more numeric values,
+    ``accuracy_vs_<key>.png`` in its folder (one line per setting of the other keys)."""
+    rows, keys, paths = sweep.results, sweep.keys, []
     for key in keys:
         values = {r[key] for r in rows}
         if len(values) < 3 or not all(
@@ -242,7 +230,7 @@ def plot_sweep_metric(out: Path, rows: Sequence[dict], keys: Sequence[str]) -> l
             continue
         others = [k for k in keys if k != key]
         name = f"accuracy_vs_{key.split('.')[-1]}.png"
-        paths.append(plot_metric_vs_param(rows, key, Path(out) / name, series=others))
+        paths.append(plot_metric_vs_param(rows, key, sweep.path / name, series=others))
     return paths
 
 
@@ -265,8 +253,8 @@ def plot_curves_mean_std(
 
     import numpy as np
 
-    plt = _pyplot()
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = _figure(figsize=(10, 4), constrained_layout=True)
+    ax_acc, ax_loss = fig.subplots(1, 2)
     for label, runs in groups.items():
         by_epoch: dict[float, list[tuple[float, float]]] = {}
         for history in runs:

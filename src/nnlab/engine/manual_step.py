@@ -17,7 +17,8 @@ logits ``z_L`` and mean cross-entropy over a batch of B:
     dL/dh_l-1 = dL/dz_l W_l                      dL/dz_l-1 = dL/dh_l-1 * act'(z_l-1)
 
 ``fit`` uses it when ``train.manual_step`` is ``auto`` (the default) and the run
-qualifies (``unsupported`` says why not); ``on`` insists, ``off`` never uses it.
+qualifies (``engine/plan.py`` decides, and says why not); ``on`` insists, ``off``
+never uses it. It is a step like ``engine/steps.py``'s: ``step(x, y, track)``.
 The optimizer keeps its state where torch.optim keeps it (SGD's momentum
 buffers in ``optimizer.state``), so checkpoints and resume do not change, and
 optimizers other than SGD get the gradients in ``.grad`` and their own
@@ -33,10 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab import distributed
-
 if TYPE_CHECKING:
-    from nnlab.config import Config
+    pass
 
 # Each activation's derivative through the ATen kernel autograd itself uses (one call,
 # the same arithmetic): sigmoid' = h (1 - h), tanh' = 1 - h^2, relu' = [h > 0] (all
@@ -53,33 +52,10 @@ _DERIVATIVES = {
 _ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "gelu": F.gelu}
 
 
-def applies(cfg: Config, amp: bool) -> bool:
-    """Whether ``fit`` trains this run with the hand-derived step."""
-    return cfg.train.manual_step != "off" and unsupported(cfg, amp) is None
-
-
-def unsupported(cfg: Config, amp: bool) -> str | None:
-    """Why this run cannot use the hand-derived step, or None if it can (decided from the config alone)."""
-    m, t = cfg.model, cfg.train
-    if m.name != "mlp" or m.backend != "torch":
-        return f"it is written for the torch MLP, not model {m.name!r} (backend {m.backend})"
-    if m.batchnorm or m.dropout:
-        return "it has no BatchNorm or dropout (set model.batchnorm=false, model.dropout=0)"
-    if m.activation not in _DERIVATIVES:
-        return f"it has no derivative for activation {m.activation!r}"
-    if amp:
-        return "it runs in full precision (set train.amp=off)"
-    if t.compile:
-        return "torch.compile needs autograd's graph (set train.compile=false)"
-    if t.ema:
-        return "weight averaging follows the autograd step (set train.ema=0)"
-    if distributed.is_distributed():
-        return "DDP averages gradients through autograd hooks (train in one process)"
-    return None
-
-
 class ManualMLPStep:
     """``step(x, y, track)`` = forward, hand-derived backward and optimizer update for an ``MLP``.
+
+    ``needs_grad`` is false: ``train_one_epoch`` runs the epoch without autograd.
 
     Returns ``(loss, logits)`` like the autograd path: the batch's mean
     cross-entropy (only with ``track``, else None; the gradient needs no loss
@@ -95,6 +71,7 @@ class ManualMLPStep:
         label_smoothing: float = 0.0,
         clip_norm: float = 0.0,
     ) -> None:
+        self.model = self.train_model = model
         self.linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         self.params = [p for lin in self.linears for p in (lin.weight, lin.bias)]
         given = [p for g in optimizer.param_groups for p in g["params"]]
@@ -113,6 +90,13 @@ class ManualMLPStep:
         self.clip_norm = clip_norm
         # (B, 1) column of -(1 - eps) for scatter_add_, kept between steps
         self._target = torch.empty(0)
+
+    needs_grad = False
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, track: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        return self.step(x, y, track)
 
     def step(
         self, x: torch.Tensor, y: torch.Tensor, track: bool = True
@@ -183,17 +167,18 @@ class ManualMLPStep:
                 self.optimizer.step()
                 return
             grads = [p.grad for p in params]
-        # torch.optim.SGD's update (dampening as given; momentum buffers where SGD keeps them):
+        # torch.optim.SGD's update (dampening as given; momentum buffers where SGD keeps them),
+        # elementwise, with public in-place ops: for these few small tensors a call per
+        # tensor costs little, and the arithmetic is SGD's own:
         #   g += wd * p;  buf = momentum * buf + (1 - dampening) * g  (buf = g at first);
         #   g = g + momentum * buf (nesterov) or buf;  p -= lr * g
-        # with torch's multi-tensor kernels (torch._foreach_*, what torch.optim's foreach path
-        # runs): one call per line for all parameters instead of one per parameter.
         group = self.group
         lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
         if isinstance(lr, torch.Tensor):
             lr = lr.item()
         if wd:
-            torch._foreach_add_(grads, params, alpha=wd)
+            for g, p in zip(grads, params, strict=True):
+                g.add_(p, alpha=wd)
         if momentum:
             state = self.optimizer.state
             bufs = [state[p].get("momentum_buffer") for p in params]
@@ -202,13 +187,12 @@ class ManualMLPStep:
                 for p, b in zip(params, bufs, strict=True):
                     state[p]["momentum_buffer"] = b
             else:
-                torch._foreach_mul_(bufs, momentum)
-                torch._foreach_add_(bufs, grads, alpha=1 - group["dampening"])
+                for b, g in zip(bufs, grads, strict=True):
+                    b.mul_(momentum).add_(g, alpha=1 - group["dampening"])
             if group["nesterov"]:
-                torch._foreach_add_(grads, bufs, alpha=momentum)
+                for g, b in zip(grads, bufs, strict=True):
+                    g.add_(b, alpha=momentum)
             else:
                 grads = bufs
-        torch._foreach_add_(params, grads, alpha=-lr)
-        # What optimizer.step() would have flagged for the LR scheduler, which otherwise
-        # warns that it was stepped before the optimizer ever was.
-        self.optimizer._opt_called = True
+        for p, g in zip(params, grads, strict=True):
+            p.add_(g, alpha=-lr)

@@ -1,0 +1,143 @@
+"""The config keys: one dataclass per TOML section, with what each key means.
+
+These are the contract sections of ARCHITECTURE.md (``[data]``, ``[model]``,
+``[optim]``, ``[schedule]``, ``[train]``); a field's default is the bottom layer
+of every config, and its type is what ``config_values.coerce`` makes of a TOML
+value or a ``--set`` string. Add keys freely; never rename one. How the sections
+resolve into a ``Config`` is ``config.py``; what values they may take,
+``config_check.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    name: str = "moons"  # moons | circles | blobs | cifar10 | imagefolder | palindrome
+    n_samples: int = 1000  # toy sets: points; palindrome: distinct sequences
+    noise: float = 0.2  # moons, circles: std of the Gaussian noise
+    centers: int = 3  # blobs: number of classes
+    cluster_std: float = 1.0  # blobs: std of each cluster
+    test_fraction: float = 0.2  # share of n_samples held out for testing (toy, palindrome)
+    seed: int = -1  # data seed; -1 follows train.seed so each seed draws fresh data
+    limit_train: int = 0  # use only the first N training examples (0 = all)
+    limit_test: int = 0  # use only the first N test examples (0 = all)
+    length: int = 5  # palindrome: number of input digits T
+    one_hot: bool = False  # palindrome: 10-way one-hot digits instead of one scalar
+    variant: str = "finite"  # palindrome: finite | stream
+    # palindrome: training examples per epoch, a small set repeated (0 = one pass)
+    epoch_size: int = 0
+    dir: str = ""  # data folder (cifar10 cache, imagefolder root); "" = default
+    image_size: int = 32  # imagefolder: images are resized to image_size x image_size
+    augment: list[str] = field(default_factory=list)  # e.g. crop, flip, cutout
+    normalize: bool = True  # images: per-channel mean/std from the training set
+    crop_padding: int = 4  # augment crop (reflect) / translate (zero fill): max shift in pixels
+    cutout_size: int = 8  # augment cutout: side of the square zeroed in each image
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"  # mlp | cnn | rnn | lstm | gru
+    backend: str = "torch"  # torch | numpy (mlp only)
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "relu"  # relu | sigmoid | tanh | gelu
+    dropout: float = 0.0
+    batchnorm: bool = False
+    # cnn: the layers as data, like timm's VGG cfgs (see nnlab/models/cnn.py): "64" conv3x3,
+    # "R128" residual block, "M"/"M3" max-pool 2x2 / 3x3 stride 2, "A" avg-pool, "G"/"GM"
+    # global avg/max pool, "F512" fully connected. The default is the course report's net.
+    widths: list[str] = field(
+        default_factory=lambda: ["64", "64", "M3", "128", "128", "M3", "F512"]
+    )
+    # rnn, lstm, gru: scratch (the cell's equations) | fused (torch.nn.RNN/LSTM/GRU)
+    impl: str = "scratch"
+    # rnn, lstm, gru: default (U(+-1/sqrt(hidden))) | orthogonal | identity (rnn's W_hh = I)
+    # | auto (orthogonal for rnn, default for lstm and gru: what measured best on the palindromes)
+    init: str = "default"
+    forget_bias: float = 1.0  # lstm: forget-gate bias at init; remembering is the default
+    # gru: update-gate bias at init (z = sigmoid(1) = 0.73 of h kept per step)
+    update_bias: float = 1.0
+    # lstm, gru: chrono init of those biases instead (Tallec & Ollivier, 2018): unit j keeps
+    # its state ~u_j steps, u_j ~ U(1, T-1) with T = the sequence length (models/rnn.py)
+    chrono: bool = False
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # sgd | adam | adamw | rmsprop
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # sgd, rmsprop
+    nesterov: bool = False  # sgd
+    alpha: float = 0.99  # rmsprop smoothing constant
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "none"  # none | step | cosine | onecycle
+    step_size: int = 100  # step: epochs between decays
+    gamma: float = 0.1  # step: decay factor
+    pct_start: float = 0.25  # onecycle, triangle: share of steps spent warming up
+    min_lr: float = 0.0  # cosine, triangle: final learning rate
+    start_factor: float = 0.2  # triangle: learning rate at step 0, as a share of optim.lr
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 100
+    eval_every: int = 1  # evaluate (and checkpoint) every N epochs, and after the last
+    clip_norm: float = 0.0  # clip the global gradient norm to this (0 = off)
+    patience: int = 0  # stop after N evaluations without a better test_acc (0 = off)
+    restore_best: bool = False  # with patience: end on the best checkpoint, not the last
+    target_acc: float = 0.0  # stop at the first evaluation with test_acc >= this (0 = off)
+    label_smoothing: float = 0.0
+    seed: int = 0
+    # Warm start: a run folder (its checkpoints/last.pt) or a checkpoint file whose model
+    # weights this run starts from; the model.* settings must match. Optimizer, schedule and
+    # counters start fresh. E.g. a length curriculum on the palindromes (docs/palindrome.md).
+    init_from: str = ""
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    threads: int = 0  # CPU threads for torch (0 = pick for the model's size)
+    # PyTorch's deterministic algorithms (bit-identical GPU reruns, somewhat slower).
+    # CPU runs are deterministic already: same config + seed -> same metrics and weights.
+    deterministic: bool = False
+    # auto: bf16 autocast / channels_last on CUDA (channels_last for image models only),
+    # and for image models on CPUs with AMX bf16 units (2-3x faster there); off on
+    # other CPUs and on MPS. on | off force them.
+    amp: str = "auto"
+    channels_last: str = "auto"
+    # Also write TensorBoard event files (scalars per evaluation, the config, the model
+    # graph) into the run folder; needs the optional `tensorboard` extra (nnlab/engine/tensorboard_log.py).
+    tensorboard: bool = False
+    # Speed (docs/performance.md). torch.compile the training forward/backward; the one-off
+    # compile (a warm-up step) is timed apart and recorded as compile_seconds in summary.json.
+    compile: bool = False
+    # torch.compile mode: default | reduce-overhead (CUDA graphs: replays each step's kernels
+    # with one launch; for small-batch recipes like seed-cnn; CUDA only) | max-autotune.
+    compile_mode: str = "default"
+    # Small MLPs: a training step with hand-derived gradients instead of autograd
+    # (nnlab/engine/manual_step.py; same arithmetic, ~2x less per-step overhead on a CPU).
+    # auto: whenever the run qualifies; on: insist (one-line error saying why not); off: autograd.
+    manual_step: str = "auto"
+    # Test-time augmentation for image data, at every evaluation (nnlab/engine/tta.py):
+    # 0 off; 1 average the logits of each image and its mirror; 2 also of 1-px translations.
+    tta: int = 0
+    # Average of the weights (nnlab/engine/ema.py): an exponential moving average with this decay
+    # per update (0 = off), updated every ema_every steps; evaluations and the final model
+    # use the average. lookahead: also pull the training weights to it at each update.
+    ema: float = 0.0
+    ema_every: int = 1
+    lookahead: bool = False
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "train": TrainConfig,
+}

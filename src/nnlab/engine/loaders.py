@@ -1,0 +1,86 @@
+"""Loaders for a run: splits moved to the device once, image transforms per batch."""
+
+from __future__ import annotations
+
+import torch
+
+from nnlab.config import Config
+from nnlab.data import DataBundle
+from nnlab.data.loader import StackedLoader, TensorLoader
+from nnlab.engine import distributed
+from nnlab.engine.setup import speed_settings
+from nnlab.errors import ConfigError
+
+EVAL_BATCH = 2048  # evaluation has no gradients, so it can use larger batches
+
+
+def image_transforms(
+    cfg: Config, data: DataBundle, device: torch.device, channels_last: bool | None = None
+):
+    """``(train, test)`` batch transforms for uint8 images (augment + normalise on the device); None otherwise."""
+    if data.x_train.dtype != torch.uint8:
+        if cfg.data.augment:
+            raise ConfigError(
+                f"data.augment: only image datasets (cifar10, imagefolder) can be augmented, not {cfg.data.name}"
+            )
+        return None, None
+    from nnlab.data.augment import ImageTransform
+
+    mean, std = data.normalization if data.normalization is not None else (None, None)
+    if channels_last is None:
+        _, channels_last = speed_settings(cfg, device, data.input_shape)
+    d = cfg.data
+    common = {
+        "padding": d.crop_padding,
+        "cutout_size": d.cutout_size,
+        "channels_last": channels_last,
+    }
+    return ImageTransform(mean, std, d.augment, **common), ImageTransform(mean, std, (), **common)
+
+
+def make_loaders(
+    cfg: Config, data: DataBundle, device: torch.device, plan=None
+) -> tuple[TensorLoader, TensorLoader]:
+    """Move the splits to ``device`` once; batches are then views of them.
+
+    Under torchrun each rank trains on its share of every global batch and scores
+    its share of the test set (see ``nnlab.engine.distributed``). A stack of seeds
+    (``data.stack_seeds``) gets ``StackedLoader``s: each member its own order.
+    """
+    if data.stack_seeds:
+        b = cfg.train.batch_size
+        x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
+        train = StackedLoader(x_tr, y_tr, b, seeds=data.stack_seeds, shuffle=True)
+        x_te, y_te = data.x_test.to(device), data.y_test.to(device)
+        return train, StackedLoader(x_te, y_te, max(EVAL_BATCH, b), seeds=data.stack_seeds)
+    if data.train_loader is not None and distributed.is_distributed():
+        raise ConfigError(
+            f"data.name: {cfg.data.name} draws its own batches, which torchrun ranks cannot share yet; train it in one process"
+        )
+    # uint8 images stay uint8 on the device; these convert, augment and normalise each batch.
+    train_tf, test_tf = image_transforms(
+        cfg, data, device, plan.channels_last if plan is not None else None
+    )
+    if data.train_loader is not None:  # the dataset draws its own batches (e.g. a stream)
+        train = data.train_loader(cfg.train.batch_size, cfg.train.seed, device)
+    else:
+        train = TensorLoader(
+            data.x_train.to(device),
+            data.y_train.to(device),
+            cfg.train.batch_size,
+            shuffle=True,
+            seed=cfg.train.seed,
+            rank=distributed.rank(),
+            world_size=distributed.world_size(),
+            transform=train_tf,
+        )
+    x_test, y_test = distributed.shard(data.x_test), distributed.shard(data.y_test)
+    # Images: a conv net's float32 activations for 2048 images reach ~0.5 GB a layer; 512 keeps memory flat.
+    eval_batch = EVAL_BATCH if test_tf is None else 512
+    test = TensorLoader(
+        x_test.to(device),
+        y_test.to(device),
+        max(eval_batch, cfg.train.batch_size),
+        transform=test_tf,
+    )
+    return train, test

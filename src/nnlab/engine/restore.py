@@ -1,0 +1,57 @@
+"""A finished run's model and data, rebuilt from its folder (for ``nnlab.Run``).
+
+The model is built from the run's ``config.toml`` and loaded from the checkpoint
+the run reports (``RunFolder.checkpoint_path``) with ``weights_only=True``; the
+data is loaded as the run loaded it (same seed, same limits), and scored as the
+run scored it (normalisation, ``train.tta``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nnlab.config import Config
+from nnlab.data import DataBundle, load_data
+from nnlab.errors import ConfigError
+from nnlab.runs import RunFolder, load_checkpoint
+
+
+def run_data(cfg: Config) -> DataBundle:
+    """The run's train and test splits, loaded as the run loaded them."""
+    return load_data(cfg.data, cfg.train.seed)
+
+
+def load_run_model(folder: RunFolder, which: str = "final", device: str = "cpu") -> Any:
+    """``final`` (what ``final_test_acc`` measured: ``best`` when the run restored its best
+    checkpoint, else ``last``), ``best`` or ``last``. A NumPy backend run gives its
+    ``nnlab.numpy_mlp`` MLP (``.forward(x)`` -> logits)."""
+    if which not in ("final", "best", "last"):
+        raise ConfigError(f"which: must be one of final, best, last, got {which!r}")
+    path = folder.checkpoint_path("reported" if which == "final" else which)
+    cfg = folder.load_config()
+    if cfg.model.backend == "numpy":
+        from nnlab.numpy_mlp.mlp import load_model
+
+        return load_model(path)
+    from nnlab.models import build_model
+
+    state = load_checkpoint(path, map_location=device)
+    data = run_data(cfg)  # the model's input shape and class count come from its data
+    model = build_model(cfg.model, data.input_shape, data.n_classes)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def infer_run(cfg: Config, model: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(N, n_classes)`` and labels ``(N,)`` of the run's test split, on the CPU."""
+    data = run_data(cfg)
+    if cfg.model.backend == "numpy":  # nnlab.numpy_mlp: (N, D) float arrays in, logits out
+        logits = model.forward(data.x_test.numpy().reshape(len(data.y_test), -1))
+        return torch.from_numpy(logits), data.y_test
+    from nnlab.engine.loaders import make_loaders
+    from nnlab.engine.loop import infer
+
+    _, test_loader = make_loaders(cfg, data, torch.device("cpu"))
+    return infer(model, test_loader, tta=cfg.train.tta)

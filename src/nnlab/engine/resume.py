@@ -1,0 +1,103 @@
+"""Resume and warm starts: ``load_resume_state`` reads what an unfinished run needs to go
+on from ``last.pt`` (``engine.run.resume_training`` continues it); ``load_initial_weights``
+starts a new run from an earlier run's weights (``train.init_from``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnlab.config import Config
+from nnlab.engine import distributed
+from nnlab.errors import ConfigError
+from nnlab.runs import RunDir, load_checkpoint
+
+
+def load_initial_weights(model: nn.Module, source: str) -> None:
+    """``train.init_from``: start ``model`` from the weights of an earlier run (its ``last.pt``) or a checkpoint.
+
+    Only the weights: the optimizer, schedule and counters start fresh, as in any
+    new run. Loaded with ``weights_only=True``; a file that does not fit the model
+    is a one-line ConfigError naming what differs.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)  # a missing or unreadable file: one-line RunError
+    weights = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(weights, dict) or not all(
+        isinstance(v, torch.Tensor) for v in weights.values()
+    ):
+        raise ConfigError(f"train.init_from: {path} holds no model weights")
+    own = model.state_dict()
+    problems = [f"{k} missing" for k in own if k not in weights]
+    problems += [f"unexpected {k}" for k in weights if k not in own]
+    problems += [
+        f"{k} is {tuple(weights[k].shape)}, not {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    if problems:
+        raise ConfigError(
+            f"train.init_from: the weights in {path} do not fit this model ({'; '.join(problems[:3])}); "
+            "the model.* settings must match that run's"
+        )
+    model.load_state_dict(weights)
+
+
+def load_resume_state(
+    out: Path, requested: Config | None = None
+) -> tuple[Config, dict[str, Any] | None]:
+    """The saved config of the unfinished run in ``out`` and its ``last.pt`` state (None if it has none yet).
+
+    Repairs ``metrics.csv`` to the checkpoint: rows past it (written just before
+    a crash) and a torn last line are dropped, and are recomputed on resume.
+    ``requested``, when given, must match the saved config (the device may differ).
+    """
+    from nnlab.config import load_config
+    from nnlab.errors import RunError
+    from nnlab.runs import repair_metrics
+
+    run = RunDir(out)
+    if not (run.path / "config.toml").is_file():
+        raise RunError(f"{out}: not an nnlab run folder (no config.toml)")
+    if run.finished:
+        raise RunError(f"{out}: the run is finished (summary.json exists); nothing to resume")
+    saved = load_config(str(run.path / "config.toml"))
+    for stale in (
+        [*run.path.glob(".*.tmp"), *run.checkpoints.glob(".*.tmp")] if distributed.is_main() else []
+    ):
+        stale.unlink()  # a temp file from a write the crash interrupted; its target is intact
+    state = (
+        load_checkpoint(run.checkpoints / "last.pt")
+        if (run.checkpoints / "last.pt").exists()
+        else None
+    )
+    if state is not None:
+        saved.name = state.get("name", saved.name)
+        if state.get("config") != saved.to_dict():
+            raise RunError(f"{out}: checkpoints/last.pt was not written by this run's config.toml")
+    if requested is not None:
+        mine, theirs = requested.to_dict(), saved.to_dict()
+        mine["train"].pop("device"), theirs["train"].pop("device")
+        diff = [f"{s}.{k}" for s in mine for k in mine[s] if mine[s][k] != theirs[s].get(k)]
+        if diff:
+            raise RunError(
+                f"{out}: was trained with a different config ({', '.join(diff[:5])} differ); resume it without --set, or start a new --out"
+            )
+        saved = saved.replace({"train.device": requested.train.device})
+    if state is not None and not distributed.is_main():
+        # Under torchrun every rank resumes from the same last.pt, but only rank 0 touches the
+        # folder; the others need just the checkpoint's row (fit compares its epoch).
+        state["history"] = [state["row"]]
+    elif state is not None:
+        history = repair_metrics(run.metrics_path, up_to_epoch=state["epoch"])
+        if not history or history[-1]["epoch"] != state["epoch"]:
+            raise RunError(
+                f"{run.metrics_path}: has no row for the checkpoint's epoch {state['epoch']}"
+            )
+        state["history"] = [*history[:-1], state["row"]]
+    return saved, state

@@ -1,0 +1,305 @@
+"""Whole runs: config -> data -> model -> ``fit`` -> run folder.
+
+- ``run_training``: one run (or, under torchrun, this rank's part of one).
+- ``run_stack``: the seeds of one setting as one ``StackedMLP``, one folder per seed.
+- ``train_group``: what a sweep hands the engine: runs that differ only in seed
+  (and data) train as a stack where ``engine/plan.py`` allows, the rest alone;
+  unfinished runs resume from their last checkpoint.
+
+Everything that can fail on bad input (device, data, model, plan) is done
+before a folder is created, so a rejected run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nnlab.config import Config, to_toml
+from nnlab.data import DataBundle, load_data
+from nnlab.engine import distributed
+from nnlab.engine.loop import fit
+from nnlab.engine.plan import plan_run, stack_key
+from nnlab.engine.resume import load_initial_weights, load_resume_state
+from nnlab.engine.setup import (
+    limit_cpu_threads,
+    seed_everything,
+    select_device,
+    set_cpu_threads,
+    set_determinism,
+)
+from nnlab.engine.sinks import (
+    RunSink,
+    StackSink,
+    diverged_summary,
+    finish_run,
+    provenance,
+    shared_provenance,
+    start_run,
+)
+from nnlab.engine.tensorboard_log import TensorBoardLog, check_available
+from nnlab.errors import TrainingDiverged
+from nnlab.models import build_model
+from nnlab.runs import RunDir, completed_summary, read_json
+
+# Inputs of a whole stack above this many numbers (80 MB in float32) train alone.
+MAX_STACK_ELEMENTS = 20_000_000
+
+
+def run_training(
+    cfg: Config, out: Path, *, progress: str | None = None, resume: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train one run into the folder ``out`` and return its summary.
+
+    ``resume`` (from ``engine.resume.load_resume_state``) continues a run already in ``out``.
+    """
+    check_available(cfg)  # train.tensorboard without the package: one line, before any write
+    # under torchrun: join the process group, take this rank's GPU
+    device = distributed.setup(cfg, select_device(cfg.train.device))
+    set_determinism(cfg.train.deterministic)
+    seed_everything(cfg.train.seed)
+    data = load_data(cfg.data, cfg.train.seed)
+    if cfg.model.backend == "numpy":  # the from-scratch MLP: its own loop, the same run folder
+        from nnlab.engine.numpy_run import run_numpy
+
+        return run_numpy([cfg], [data], [Path(out)], progress=progress)[0]
+    seed_everything(cfg.train.seed)  # the model's initial weights depend on the seed only
+    model = build_model(cfg.model, data.input_shape, data.n_classes).to(device)
+    if cfg.train.init_from and resume is None:  # a resumed run has its own weights in last.pt
+        load_initial_weights(model, cfg.train.init_from)
+    plan = plan_run(cfg, device, data.input_shape)  # impossible combinations: one line, here
+    n_params = sum(p.numel() for p in model.parameters())
+    if device.type == "cpu":
+        set_cpu_threads(cfg.train.threads, n_params, data.input_shape)
+    run = RunDir(out) if distributed.is_main() else None  # under torchrun only rank 0 writes
+    if run is not None and resume is None:
+        run.create(to_toml(cfg))
+    started = time.time()
+    info = provenance(
+        cfg,
+        plan=plan.describe(),
+        device=str(device),
+        n_params=n_params,
+        n_train=len(data.y_train),
+        n_test=len(data.y_test),
+        threads=torch.get_num_threads() if device.type == "cpu" else None,
+        started=started,
+    )
+    tensorboard = _tensorboard(cfg, run, model, data, device, resume)
+    try:
+        sink = RunSink(run, cfg, tensorboard) if run is not None else None
+        result = fit(cfg, model, data, device, sink, progress=progress, resume=resume, plan=plan)
+    except TrainingDiverged as exc:  # recorded; its last good checkpoint stays as it was
+        if run is not None:
+            run.write_summary(diverged_summary(str(exc), time.time() - started, info))
+        raise
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
+    if run is None:
+        summary = completed_summary(result, info)
+    else:
+        boundary = _boundary(data, lambda x: torch.softmax(model.eval()(x.to(device)), -1))
+        summary = finish_run(run, cfg, result, info, boundary)
+    distributed.finish()  # under torchrun: wait for every rank (and rank 0's files), leave the group
+    return summary
+
+
+def resume_training(
+    out: Path, requested: Config | None = None, *, progress: str | None = None
+) -> dict[str, Any]:
+    """Continue the unfinished run in ``out`` from its last checkpoint (or from the start if it has none)."""
+    cfg, state = load_resume_state(out, requested)
+    if state is None:  # killed before its first evaluation: nothing to keep
+        return run_training(cfg, out, progress=progress)
+    return run_training(cfg, out, progress=progress, resume=state)
+
+
+def _tensorboard(cfg: Config, run: RunDir | None, model, data: DataBundle, device, resume):
+    """``train.tensorboard``: event files beside metrics.csv (engine/tensorboard_log.py), or None."""
+    if not cfg.train.tensorboard or run is None:
+        return None
+    tensorboard = TensorBoardLog(run.path, purge_after_epoch=resume["epoch"] if resume else None)
+    tensorboard.log_config(cfg, to_toml(cfg))
+    if resume is None:  # the graph's shape is all that matters: zeros stand in for uint8 images
+        x = (
+            data.x_test[:1]
+            if data.x_test.is_floating_point()
+            else torch.zeros(1, *data.input_shape)
+        )
+        tensorboard.log_graph(model, x.to(device))
+    return tensorboard
+
+
+def _boundary(data: DataBundle, predict, member: int | None = None):
+    """``finish_run``'s boundary arguments for 2-D inputs (None otherwise)."""
+    if tuple(data.input_shape) != (2,):
+        return None
+    pick = (lambda t: t[member]) if member is not None else (lambda t: t)
+
+    @torch.no_grad()
+    def probabilities(points):
+        return predict(torch.as_tensor(points)).float().numpy()
+
+    x_tr, y_tr, x_te, y_te = (
+        pick(t).numpy() for t in (data.x_train, data.y_train, data.x_test, data.y_test)
+    )
+    return x_tr, y_tr, x_te, y_te, probabilities
+
+
+# --------------------------------------------------------------------------- stacks of seeds
+
+
+def stack_data(bundles: list[DataBundle], seeds: list[int]) -> DataBundle | None:
+    """The bundles of S runs as one stack's data (``(S, N, D)`` tensors), or None when they
+    cannot share a stack: only whole float tensors of equal shapes, within ``MAX_STACK_ELEMENTS``."""
+    first = bundles[0]
+
+    def signature(b: DataBundle):
+        x = b.x_train
+        if b.train_loader is not None or b.normalization is not None:
+            return None  # images (normalised per batch) and streams go through lone fits
+        if x.dtype not in (torch.float32, torch.float64):
+            return None
+        return (tuple(x.shape), tuple(b.x_test.shape), b.n_classes, x.dtype)
+
+    sig = signature(first)
+    if sig is None or any(signature(b) != sig for b in bundles):
+        return None
+    if first.x_train.numel() * len(bundles) > MAX_STACK_ELEMENTS:
+        return None
+    return DataBundle(
+        torch.stack([b.x_train.flatten(1) for b in bundles]),
+        torch.stack([b.y_train for b in bundles]),
+        torch.stack([b.x_test.flatten(1) for b in bundles]),
+        torch.stack([b.y_test for b in bundles]),
+        first.n_classes,
+        first.input_shape,
+        stack_seeds=list(seeds),
+    )
+
+
+def run_stack(cfgs: list[Config], bundles: list[DataBundle], folders: list[Path]) -> list[dict]:
+    """Train runs that differ only in seed (and data) as one ``StackedMLP``; one folder each.
+
+    Each member's folder is what its lone run writes (same files, same checkpoint
+    schema), with ``stacked`` = S and ``train_seconds`` = its share (1/S) of the
+    stack's time. A member that diverges makes the whole group train alone
+    (the lone runs record it exactly as they do).
+    """
+    from nnlab.models.stacked import StackedMLP
+
+    cfg, seeds = cfgs[0], [c.train.seed for c in cfgs]
+    data = stack_data(bundles, seeds)
+    lone = []
+    for c, b in zip(cfgs, bundles, strict=True):
+        seed_everything(c.train.seed)  # as run_training: each member's initial weights
+        lone.append(build_model(c.model, b.input_shape, b.n_classes))
+    n_params = sum(p.numel() for p in lone[0].parameters())
+    set_cpu_threads(cfg.train.threads, n_params)
+    model = StackedMLP(lone, cfg.model.activation)
+    device = torch.device("cpu")
+    plan = plan_run(cfg, device, data.input_shape, members=len(cfgs))
+    for folder in folders:  # unfinished runs of an interrupted sweep start again
+        if folder.exists():
+            shutil.rmtree(folder)
+    runs = [start_run(f, c) for f, c in zip(folders, cfgs, strict=True)]
+    started, sink = time.time(), StackSink(runs, cfgs)
+    try:
+        result = fit(cfg, model, data, device, sink, progress="off", plan=plan)
+    except TrainingDiverged:
+        for run in runs:
+            shutil.rmtree(run.path)
+        return [_train_or_resume(c, f, 0) for c, f in zip(cfgs, folders, strict=True)]
+    sink.write()
+    shared = shared_provenance()
+    summaries = []
+    for s, (c, b, run) in enumerate(zip(cfgs, bundles, runs, strict=True)):
+        info = provenance(
+            c,
+            plan=plan.describe(),
+            device="cpu",
+            n_params=n_params,
+            n_train=len(b.y_train),
+            n_test=len(b.y_test),
+            threads=torch.get_num_threads(),
+            started=started,
+            shared=shared,
+        )
+        boundary = _boundary(data, _member_predictor(model, s), s)
+        summaries.append(finish_run(run, c, result.members[s], info, boundary))
+    return summaries
+
+
+def _member_predictor(model, member: int):
+    """Class probabilities of one member of a stack for inputs ``(P, D)``."""
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(x.unsqueeze(0).expand(model.members, *x.shape))[member], -1)
+
+    return predict
+
+
+def train_group(group: list[tuple[str, Config]], out: str, threads: int) -> list[tuple[str, dict]]:
+    """Train a sweep's group of runs into ``out`` (see ``group_runs``); ``(name, summary)`` each."""
+    if threads:
+        limit_cpu_threads(threads)
+    if len(group) == 1 or stack_key(group[0][1]) is None:
+        return [(n, _train_or_resume(c, Path(out) / n, threads)) for n, c in group]
+    bundles = []
+    for _, cfg in group:
+        seed_everything(cfg.train.seed)  # as run_training: data, then weights, from the seed
+        bundles.append(load_data(cfg.data, cfg.train.seed))
+    names, cfgs = [n for n, _ in group], [c for _, c in group]
+    # Members must share data shapes: split the group by them (e.g. moons vs blobs).
+    shapes: dict[tuple, list[int]] = {}
+    for i, b in enumerate(bundles):
+        shapes.setdefault((tuple(b.x_train.shape), tuple(b.x_test.shape), b.n_classes), []).append(
+            i
+        )
+    results = []
+    for members in shapes.values():
+        m_cfgs, m_bundles = [cfgs[i] for i in members], [bundles[i] for i in members]
+        folders = [Path(out) / names[i] for i in members]
+        if len(members) == 1 or stack_data(m_bundles, [0] * len(members)) is None:
+            results += [
+                (names[i], _train_or_resume(cfgs[i], Path(out) / names[i], threads))
+                for i in members
+            ]
+        elif m_cfgs[0].model.backend == "numpy":
+            from nnlab.engine.numpy_run import run_numpy
+
+            results += zip(
+                [names[i] for i in members], run_numpy(m_cfgs, m_bundles, folders), strict=True
+            )
+        else:
+            results += zip(
+                [names[i] for i in members], run_stack(m_cfgs, m_bundles, folders), strict=True
+            )
+    return results
+
+
+def group_runs(todo: list[tuple[str, Config]]) -> list[list[tuple[str, Config]]]:
+    """Runs whose ``stack_key`` is equal form a group, in plan order; the others run alone."""
+    groups: dict[str, list[tuple[str, Config]]] = {}
+    for name, cfg in todo:
+        groups.setdefault(stack_key(cfg) or f"alone:{name}", []).append((name, cfg))
+    return list(groups.values())
+
+
+def _train_or_resume(cfg: Config, folder: Path, threads: int) -> dict[str, Any]:
+    """One run of a sweep: resumed when it has a checkpoint, restarted when it has none."""
+    if threads:
+        limit_cpu_threads(threads)
+    try:
+        if (folder / "checkpoints" / "last.pt").exists():  # interrupted: go on from there
+            return resume_training(folder, cfg, progress="off")
+        if folder.exists():  # interrupted before its first checkpoint: start it again
+            shutil.rmtree(folder)
+        return run_training(cfg, folder, progress="off")
+    except TrainingDiverged:
+        return read_json(folder / "summary.json")  # recorded as diverged; the sweep goes on

@@ -1,0 +1,85 @@
+"""Where the runs of a sweep train: in this process, or in a pool of worker processes.
+
+A sweep hands its unfinished runs here as groups (runs that may train as one
+stack of seeds, see ``group_runs``); ``run_local`` trains every group and calls
+back as each run finishes, so the sweep can rewrite ``results.csv`` as it goes.
+This module is the one place the experiments call the engine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nnlab.config import Config
+
+Group = list[tuple[str, "Config"]]  # (run name, its config), trained together
+OnDone = Callable[[str, dict[str, Any]], None]  # (run name, its summary)
+
+
+def group_runs(todo: Group) -> list[Group]:
+    """Runs equal but for ``train.seed`` (and ``[data]``) form a group, in plan order."""
+    from nnlab.engine.run import group_runs as engine_group_runs
+
+    return engine_group_runs(todo)
+
+
+def train_group(group: Group, out: str, threads: int) -> list[tuple[str, dict[str, Any]]]:
+    """Train one group into ``out`` (seeds stacked where they may be); ``(name, summary)`` per run."""
+    from nnlab.engine.run import train_group as engine_train_group
+
+    return engine_train_group(group, out, threads)
+
+
+def run_local(groups: list[Group], out: Path, jobs: int, on_done: OnDone) -> None:
+    """Train ``groups`` into ``out``: in this process (``jobs`` = 1) or in ``jobs`` workers.
+
+    ``on_done(name, summary)`` runs in this process as each run finishes. Workers
+    split the cores between them. Ctrl-C (or a failed run) stops every worker at
+    once rather than after the queued runs; what they wrote stays consistent,
+    since runs write files atomically and resume from their last checkpoint.
+    """
+    jobs = max(1, min(jobs, len(groups) or 1))
+    if jobs == 1:
+        for group in groups:
+            for name, summary in train_group(group, str(out), 0):
+                on_done(name, summary)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # spawn: a clean interpreter per worker (fork and torch's thread pools do not mix).
+    context = mp.get_context("spawn")
+    pool_args = {"mp_context": context, "initializer": _init_worker, "initargs": (threads,)}
+    with ProcessPoolExecutor(max_workers=jobs, **pool_args) as pool:
+        futures = [pool.submit(train_group, group, str(out), threads) for group in groups]
+        try:
+            for fut in as_completed(futures):
+                for name, summary in fut.result():
+                    on_done(name, summary)
+        except BaseException:  # Ctrl-C (or a failed run): stop now, not after the queued runs
+            for f in futures:
+                f.cancel()
+            # The executor has no public way to stop running calls. Killing a worker is safe:
+            # every file is written atomically and resume drops metrics rows past last.pt.
+            for proc in list(pool._processes.values()):
+                proc.terminate()
+            raise
+
+
+def _init_worker(threads: int) -> None:
+    """Runs first in each worker process, before numpy or torch is imported there.
+
+    BLAS libraries (the NumPy backend's matmuls) size their thread pools from these
+    variables when they load, so each worker uses its share of the cores, not all of them.
+    Ctrl-C reaches every process of the terminal's group: workers ignore it, and the
+    parent stops them (``run_local``), so an interrupted worker never picks up the next run.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)

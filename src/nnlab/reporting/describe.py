@@ -1,0 +1,122 @@
+"""The text that describes an experiment: its setup (and what differs from its preset),
+the machine, versions and commits it ran on, and its wall time."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from nnlab.reporting.collect import Experiment
+
+_UNSHOWN = ("train.seed", "train.device", "train.threads")  # differ per run, or machine only
+
+
+def setup_lines(exp: Experiment) -> list[str]:
+    """The resolved settings that matter, and what differs from the preset (e.g. a --quick scale)."""
+    from nnlab.config import Config
+
+    cfg = exp.runs[0].config
+    defaults = Config().to_dict()
+    essential = {
+        "data": ["name"],
+        "model": ["name", "hidden"],
+        "optim": ["name", "lr"],
+        "schedule": ["name"],
+        "train": ["epochs", "batch_size"],
+    }
+    skip = {*exp.keys, *_UNSHOWN}
+    lines = []
+    for section, keys in essential.items():
+        values = cfg.get(section, {})
+        shown = [
+            k
+            for k in values
+            if (k in keys or values[k] != defaults[section].get(k)) and f"{section}.{k}" not in skip
+        ]
+        if shown:
+            lines.append(f"[{section}] " + ", ".join(f"{k}={fmt(values[k])}" for k in shown))
+    s = exp.runs[0].summary
+    if s.get("n_train") is not None:
+        lines.append(f"data size: {s['n_train']} training / {s.get('n_test')} test examples")
+    if exp.keys:
+        swept = [f"{k} in {sorted({r.point[k] for r in exp.runs}, key=num_key)}" for k in exp.keys]
+        lines.append("swept: " + ", ".join(swept))
+    seeds = sorted({int(r.summary.get("seed", r.config["train"].get("seed", 0))) for r in exp.runs})
+    lines.append(f"seeds: {', '.join(map(str, seeds))}")
+    diff = preset_differences(exp)
+    if diff:
+        lines.append(
+            f"differs from preset '{exp.preset}' (a reduced scale, e.g. --quick): "
+            + ", ".join(diff)
+        )
+    return lines
+
+
+def preset_differences(exp: Experiment) -> list[str]:
+    """``key=ours (preset: theirs)`` for each setting that differs from the named preset."""
+    from nnlab.config import load_config, preset_names
+
+    if exp.preset not in preset_names():
+        return []
+    preset = load_config(exp.preset).to_dict()
+    cfg = exp.runs[0].config
+    skip = {*exp.keys, *_UNSHOWN}
+    out = []
+    for section, values in preset.items():
+        for key, theirs in values.items():
+            ours = cfg.get(section, {}).get(key, theirs)
+            if f"{section}.{key}" not in skip and ours != theirs:
+                out.append(f"{section}.{key}={fmt(ours)} (preset: {fmt(theirs)})")
+    return out
+
+
+def provenance(experiments: list[Experiment]) -> list[str]:
+    """Machine, versions, commits and wall time, from the runs' summaries."""
+    summaries = [r.summary for e in experiments for r in e.runs]
+    versions = {
+        k: sorted({str(s.get("versions", {}).get(k)) for s in summaries if s.get("versions")})
+        for k in ("platform", "python", "torch", "numpy", "nnlab")
+    }
+    devices = sorted(
+        {
+            f"{s.get('device')}" + (f" ({s['threads']} threads)" if s.get("threads") else "")
+            for s in summaries
+        }
+    )
+    commits = sorted({str(s.get("git_commit")) for s in summaries})
+    lines = [f"{k}: {', '.join(v)}" for k, v in versions.items() if v]
+    lines += [f"devices: {', '.join(devices)}", f"git commit(s): {', '.join(commits)}"]
+    total = sum(float(s.get("train_seconds") or 0) for s in summaries)
+    lines.append(
+        f"training time, all {len(summaries)} runs: {total:.0f} s (sum of train_seconds); wall time per experiment below"
+    )
+    return lines
+
+
+def wall_time(exp: Experiment) -> str:
+    """First start to last end over the experiment's runs (runs may have trained in parallel)."""
+    spans = []
+    for r in exp.runs:
+        try:
+            start = time.mktime(time.strptime(r.summary["started"][:19], "%Y-%m-%dT%H:%M:%S"))
+        except (KeyError, TypeError, ValueError):
+            continue
+        spans.append((start, start + float(r.summary.get("train_seconds") or 0)))
+    total = sum(float(r.summary.get("train_seconds") or 0) for r in exp.runs)
+    if not spans:
+        return f"{total:.1f} s of training"
+    return f"{max(e for _, e in spans) - min(s for s, _ in spans):.0f} s wall ({total:.1f} s of training over {len(exp.runs)} runs)"
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
+
+
+def num_key(v: Any) -> tuple:
+    """Sort key putting numbers (or numeric strings) first, in numeric order."""
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))

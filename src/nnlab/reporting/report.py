@@ -1,0 +1,72 @@
+"""``nnlab report``: run and sweep folders -> ``report.md`` and a self-contained ``report.html``.
+
+The report reads only what training wrote (STYLE.md #8), through ``nnlab.runs``:
+each run folder's ``config.toml``, ``summary.json``, ``metrics.csv`` and
+``boundary.npz``, and each sweep folder's ``results.csv``. For every experiment
+(one run or sweep folder) it gives the setup (and what differs from its preset,
+e.g. a ``--quick`` scale), a table of mean +- std over seeds with n, its figures
+with captions, and the course report's own number beside ours.
+
+The jobs, one file each: ``collect`` (the folders -> experiments), ``course``
+(the course report's numbers), ``stats`` (mean +- std, n), ``describe`` (setup,
+provenance), ``figures``, ``blocks`` (the document, built once) and ``render``
+(Markdown and HTML). Figures go to ``OUT/figures/*.png`` (linked from
+``report.md``) and are embedded in ``report.html`` as base64, so the HTML opens
+from disk with no network.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from nnlab.errors import RunError
+from nnlab.reporting.collect import collect
+from nnlab.reporting.course import Reference, course_reference
+
+
+def write_report(dirs: list[Path], out: Path, note: str = "") -> dict[str, Any]:
+    """Write ``OUT/report.md``, ``OUT/report.html`` and ``OUT/figures/``; returns paths, notices and the summary."""
+    from nnlab.reporting.blocks import build_blocks
+    from nnlab.reporting.render import render_html, render_markdown
+    from nnlab.runs import atomic_write_text
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out}: exists and is not a folder")
+    experiments, notices = collect(dirs)
+    fig_dir = out / "figures"
+    try:
+        fig_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
+    blocks = build_blocks(experiments, notices, fig_dir, note)
+    atomic_write_text(out / "report.md", render_markdown(blocks, out))
+    atomic_write_text(out / "report.html", render_html(blocks))
+    summary = next(b for b in blocks if b[0] == "table")
+    return {
+        "markdown": out / "report.md",
+        "html": out / "report.html",
+        "notices": notices,
+        "summary": summary,
+    }
+
+
+def format_table(head: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table for the terminal (columns padded to their widest cell)."""
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [head, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_notices(notices: list[str]) -> None:
+    for n in notices:
+        print(f"nnlab report: {n}", file=sys.stderr)
+
+
+__all__ = ["write_report", "collect", "course_reference", "Reference", "format_table"]
