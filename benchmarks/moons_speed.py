@@ -19,8 +19,9 @@ kept: on a shared machine the minimum is the least noisy estimate.
 interleaved, a fresh process each time): the report-style script as its own
 process (``--report-process``: imports torch and scikit-learn, makes the data
 with ``make_moons``, trains with the loop above), ``python -m nnlab train
-seed-moons`` into a fresh folder, and ``python -c "import torch, sklearn.datasets"``
-as the floor both pay before training.
+seed-moons`` into a fresh folder, and two floors both pay before training:
+``python -c "import torch, sklearn.datasets"``, and the same plus one
+``torch.optim.SGD`` (whose constructor imports ``torch._dynamo``).
 
     python benchmarks/moons_speed.py --processes [--repeats 3]
 """

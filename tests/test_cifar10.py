@@ -6,6 +6,7 @@ official pickled layout from the JPEG copy (a balanced subset, about a second).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import subprocess
@@ -21,6 +22,7 @@ from conftest import assert_one_line_error, shared_dataset
 from nnlab.config import load_config
 from nnlab.data import load_data
 from nnlab.data.cifar10 import SafeUnpickler, read_cifar10
+from nnlab.data.cifar10_import import import_cifar10
 from nnlab.errors import DataError
 
 N_TRAIN, N_TEST = 200, 100
@@ -71,6 +73,7 @@ def test_reads_official_layout_and_caches_mmap(cli, batches, tmp_path):
     cache = tmp_path / "d" / "cifar10"
     meta = json.loads((cache / "meta.json").read_text())
     assert (meta["n_train"], meta["n_test"]) == (N_TRAIN, N_TEST)
+    assert meta["source_kind"] == "official" and meta["source"] == str(batches.resolve())
     x = np.load(cache / "x_train.npy", mmap_mode="r")
     assert x.shape == (N_TRAIN, 3, 32, 32) and x.dtype == np.uint8
     # The cache holds exactly the pickled pixels, rows of R, G, B planes -> (3, 32, 32).
@@ -88,12 +91,16 @@ def test_reads_official_layout_and_caches_mmap(cli, batches, tmp_path):
     )
     info = cli("data", "info", "--dir", str(tmp_path / "d"))
     assert "cifar10: 200 train + 100 test" in info.stdout
+    assert f"the official python format {batches.resolve()}" in info.stdout
 
 
 def test_reads_tar_gz_archive(batches, tmp_path):
-    arrays = read_cifar10(make_archive(batches, tmp_path / "cifar-10-python.tar.gz"))
+    archive = make_archive(batches, tmp_path / "cifar-10-python.tar.gz")
+    arrays = read_cifar10(archive)
     assert arrays["x_test"].shape == (N_TEST, 3, 32, 32)
     assert set(arrays["y_train"].tolist()) == set(range(10))
+    meta = import_cifar10(archive, tmp_path / "d")  # the archive's sha256 is recorded
+    assert meta["source_sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
 
 
 def test_unpickler_allows_only_numpy_arrays():

@@ -42,6 +42,7 @@ EXACT = [
     "train.eval_every=4",
     "train.batch_size=100",
     "train.device=cpu",
+    "train.checkpoint_every_s=0",  # a checkpoint at every evaluation (under torchrun there are no others)
 ]
 SET_EXACT = [a for kv in EXACT for a in ("--set", kv)]
 

@@ -78,6 +78,7 @@ def test_checkpoint_write_failure_mid_run_is_clean(tmp_path, monkeypatch, cli):
         "train",
         "moons",
         *[a for kv in FAST for a in ("--set", kv)],
+        *["--set", "train.checkpoint_every_s=0"],  # a checkpoint at every evaluation
         "--out",
         "r",
         "--progress",

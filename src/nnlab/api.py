@@ -114,15 +114,18 @@ def train(
     device: str | None = None,
     jobs: int = 1,
     progress: str | None = None,
+    rerun: bool = False,
     **sections: Mapping[str, Any],
 ) -> Run | Sweep:
     """Train a preset, TOML file or Config; returns a ``Run``, or a ``Sweep`` with ``seeds``.
 
     ``seed`` sets ``train.seed``; ``seeds=N`` trains seeds seed..seed+N-1 (or give
-    a list) like ``nnlab train --seeds N``, into one folder with ``results.csv``.
-    ``out`` defaults to ``runs/<name>-<time>``. ``device`` is auto, cpu, cuda,
-    cuda:N or mps. ``progress`` is ``bar``, ``lines``, ``off`` or None (a bar on
-    a terminal, else a line per tenth of training). Overrides as in ``load_config``.
+    a list) like ``nnlab train --seeds N``, into one folder with ``results.csv``,
+    through ``sweep``'s code: ``rerun`` as there. ``out`` defaults to
+    ``runs/<name>-<time>`` (``runs/<name>-seeds-<time>`` with ``seeds``). ``device``
+    is auto, cpu, cuda, cuda:N or mps. ``progress`` is ``bar``, ``lines``, ``off`` or
+    None (a bar on a terminal, else a line per tenth of training). Overrides as in
+    ``load_config``.
     """
     cfg = load_config(config, overrides, **sections)
     extra = {"train.seed": seed} if seed is not None else {}
@@ -130,6 +133,10 @@ def train(
         extra["train.device"] = device
     cfg = cfg.replace(extra) if extra else cfg
     if seeds is None:
+        if rerun:
+            raise ConfigError(
+                "rerun: applies to several seeds (seeds=N); one run goes to a new out"
+            )
         _check_runnable(cfg)
         from nnlab.engine.run import run_training
         from nnlab.runs import prepare_out_dir
@@ -141,7 +148,7 @@ def train(
     from nnlab.experiments.sweep import run_sweep
 
     folder = Path(out) if out is not None else default_out(cfg.name, "-seeds")
-    run_sweep(cfg, {}, seed_list, folder, jobs=jobs)
+    run_sweep(cfg, {}, seed_list, folder, jobs=jobs, rerun=rerun, announce=out is None)
     return Sweep(folder)
 
 
@@ -168,14 +175,19 @@ def sweep(
     out: str | Path | None = None,
     device: str | None = None,
     jobs: int = 1,
+    rerun: bool = False,
     **sections: Mapping[str, Any],
 ) -> Sweep:
     """Train every point of ``grid`` x ``seeds``, like ``nnlab sweep``; returns the ``Sweep``.
 
     ``grid`` maps dotted keys to values: ``{"optim.lr": [1e-3, 1e-2]}``, or the
     CLI's strings ``{"data.length": "3..11"}``; it extends the preset's own
-    ``[sweep]`` table. Rerunning into the same ``out`` (default
-    ``runs/sweep-<name>``) skips finished runs. ``jobs`` worker processes share the CPU.
+    ``[sweep]`` table. ``out`` defaults to a new ``runs/sweep-<name>-<time>``.
+    Rerunning into the same ``out`` skips the finished runs whose saved config is
+    this one and resumes the unfinished ones; a run folder trained with another
+    config raises ``RunError`` naming it and what differs, unless ``rerun=True``,
+    which deletes and retrains such runs. ``results.csv`` lists every finished run
+    in the folder. ``jobs`` worker processes share the CPU.
     """
     from nnlab.experiments.sweep import parse_grid_arg, run_sweep
 
@@ -196,8 +208,8 @@ def sweep(
         points[key] = values
     seed_list = _seed_list(seeds, cfg.train.seed)
     _check_runnable(cfg, seeds=len(seed_list))
-    folder = Path(out) if out is not None else Path("runs") / f"sweep-{cfg.name}"
-    run_sweep(cfg, points, seed_list, folder, jobs=jobs)
+    folder = Path(out) if out is not None else default_out(f"sweep-{cfg.name}")
+    run_sweep(cfg, points, seed_list, folder, jobs=jobs, rerun=rerun, announce=out is None)
     return Sweep(folder)
 
 

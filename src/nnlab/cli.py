@@ -15,6 +15,7 @@ import sys
 from nnlab import __version__
 from nnlab.cli_commands import (
     UsageError,
+    cmd_keys,
     cmd_presets,
     cmd_report,
     cmd_reproduce,
@@ -40,8 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    s = sub.add_parser("presets", help="list the built-in presets")
+    s = sub.add_parser(
+        "presets",
+        help="list the built-in presets, or show one's resolved config with each key's meaning",
+    )
+    s.add_argument(
+        "name",
+        nargs="?",
+        metavar="PRESET|FILE.toml",
+        help="show this preset's description and resolved config, each key with its meaning",
+    )
     s.set_defaults(func=cmd_presets)
+
+    s = sub.add_parser("keys", help="list every config key with its type, default and meaning")
+    s.add_argument("--markdown", action="store_true", help="as Markdown tables, one per section")
+    s.set_defaults(func=cmd_keys)
 
     def add_config_args(s, seeds_default, optional=False):
         s.add_argument(
@@ -68,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--jobs", type=int, default=1, help="worker processes for several runs (default 1)"
         )
         s.add_argument("--out", metavar="DIR", help="output folder")
+        s.add_argument(
+            "--rerun",
+            action="store_true",
+            help="with several runs: delete and retrain the runs in --out whose saved config "
+            "differs from this one (else such a rerun is refused)",
+        )
 
     progress_help = "progress display: a bar, a line per tenth of training, or nothing (auto: a bar on a terminal)"
     s = sub.add_parser("train", help="train one run (or one per seed with --seeds)")
@@ -97,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_resume)
 
-    s = sub.add_parser("sweep", help="run a grid of settings x seeds; reruns skip finished runs")
+    s = sub.add_parser(
+        "sweep",
+        help="run a grid of settings x seeds; reruns skip runs finished with the same config",
+    )
     add_config_args(s, 1)
     s.add_argument(
         "--grid",

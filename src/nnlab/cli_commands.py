@@ -1,4 +1,4 @@
-"""The commands behind ``nnlab train|resume|sweep|report|reproduce|presets``.
+"""The commands behind ``nnlab train|resume|sweep|report|reproduce|presets|keys``.
 
 Each ``cmd_*`` takes the parsed arguments (``cli.build_parser``), turns them into
 configs and calls the API, the experiments or the reporting, prints what a user
@@ -37,12 +37,31 @@ def _default_out(name: str, kind: str = "") -> Path:
 
 
 def cmd_presets(args) -> int:
-    from nnlab.config import preset_description, preset_names
+    """``nnlab presets``: one line per preset; ``nnlab presets NAME``: its resolved config, explained."""
+    from nnlab.config import load_config, preset_description, preset_names
 
+    if args.name:
+        from nnlab.config_help import format_config
+
+        cfg = load_config(args.name)
+        print(
+            f"# {cfg.name}, resolved: the defaults, then the preset ([default: ...] marks what it "
+            "changes); `nnlab keys` lists every key"
+        )
+        print(format_config(cfg), end="")
+        return 0
     names = preset_names()
     width = max(map(len, names))
     for name in names:
         print(f"{name:<{width}}  {preset_description(name)}")
+    return 0
+
+
+def cmd_keys(args) -> int:
+    """``nnlab keys [--markdown]``: every config key with its type, default and meaning."""
+    from nnlab.config_help import format_keys
+
+    print(format_keys(markdown=args.markdown), end="")
     return 0
 
 
@@ -78,6 +97,10 @@ def cmd_resume(args) -> int:
 def cmd_train(args) -> int:
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.rerun and args.seeds is None:
+        raise UsageError(
+            "--rerun applies to --seeds N (a sweep folder); one run goes to a new --out"
+        )
     if args.resume:
         if args.seeds is not None or args.out:
             raise UsageError("--resume RUN continues that run folder; it takes no --seeds or --out")
@@ -97,7 +120,12 @@ def cmd_train(args) -> int:
     # api.train rejects an unusable device, an impossible torchrun launch or a missing
     # tensorboard before anything is written; the CLI only prints what it returns.
     result = api.train(
-        cfg, seeds=args.seeds, out=args.out, jobs=args.jobs, progress=_progress(args)
+        cfg,
+        seeds=args.seeds,
+        out=args.out,
+        jobs=args.jobs,
+        progress=_progress(args),
+        rerun=args.rerun,
     )
     if isinstance(result, api.Run):
         _print_run(result.summary, result.path)
@@ -123,7 +151,7 @@ def cmd_sweep(args) -> int:
     cfg = _config_from_args(args)
     grid = dict(parse_grid_arg(item, cfg) for item in args.grid or [])
     # The preset's own [sweep] table is the base grid; --grid adds keys or replaces their values.
-    result = api.sweep(cfg, grid, seeds=args.seeds, out=args.out, jobs=args.jobs)
+    result = api.sweep(cfg, grid, seeds=args.seeds, out=args.out, jobs=args.jobs, rerun=args.rerun)
     print(result.format_summary())
     print(f"sweep folder: {result.path} (results.csv)")
     return 0

@@ -1,4 +1,8 @@
-"""``nnlab data``: import or download CIFAR-10 into the data folder, or list what is cached."""
+"""``nnlab data``: import or download CIFAR-10 into the data folder, or list what is cached.
+
+``--archive`` takes any copy ``nnlab.data.cifar10_import`` recognises: the official
+archive or ``cifar-10-batches-py/`` folder, or an ImageFolder tree/.tar.gz of the ten classes.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ def add_data_command(sub) -> None:
     s.add_argument(
         "--archive",
         metavar="PATH",
-        help="cifar-10-python.tar.gz or an extracted cifar-10-batches-py/ folder",
+        help="cifar-10-python.tar.gz, an extracted cifar-10-batches-py/ folder, or an ImageFolder "
+        "tree (train/<class>/*, test/<class>/*) or .tar.gz of one with the ten CIFAR-10 classes",
     )
     s.add_argument(
         "--download",
@@ -47,6 +52,7 @@ def add_data_command(sub) -> None:
 def cmd_data(args) -> int:
     """``nnlab data cifar10 [--archive PATH | --download] [--dir DIR]`` and ``nnlab data info``."""
     from nnlab.data import cifar10
+    from nnlab.data.cifar10_import import import_cifar10
     from nnlab.errors import DataError
 
     root = cifar10.data_root(args.dir)
@@ -60,7 +66,7 @@ def cmd_data(args) -> int:
     if args.archive and args.download:
         raise UsageError("give --archive PATH or --download, not both")
     if args.archive:
-        meta = cifar10.import_cifar10(args.archive, root)
+        meta = import_cifar10(args.archive, root)
     elif args.download:
         from nnlab.data.download import download
 
@@ -70,7 +76,7 @@ def cmd_data(args) -> int:
             args.md5,
             progress=args.progress,
         )
-        meta = cifar10.import_cifar10(archive, root)
+        meta = import_cifar10(archive, root, origin=args.url)
         archive.unlink()  # the decoded cache is all later runs need
     else:
         lines = [line for line in cifar10.cache_lines(root) if line.startswith("cifar10:")]
@@ -79,6 +85,9 @@ def cmd_data(args) -> int:
         print(f"already imported: {lines[0]}")
         return 0
     print(
-        f"imported CIFAR-10: {meta['n_train']} train + {meta['n_test']} test images into {root / cifar10.CACHE_NAME}"
+        f"imported CIFAR-10: {meta['n_train']} train + {meta['n_test']} test images into "
+        f"{root / cifar10.CACHE_NAME} (from {cifar10.describe_source(meta)})"
     )
+    if meta.get("source_kind") == "imagefolder":
+        print(f"note: {cifar10.IMAGEFOLDER_NOTE}")
     return 0

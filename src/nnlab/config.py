@@ -19,6 +19,8 @@ preset's name.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -230,6 +232,35 @@ def _build(base: dict, nested: dict, name: str, description: str, sweep: dict) -
     return cfg
 
 
+# --------------------------------------------------------------------------- identity
+
+
+def identity(cfg: Config) -> dict[str, Any]:
+    """What a run trains, as flat ``{"preset": name, "section.key": value}``.
+
+    Everything but ``train.device``: where a run trains is not what it trains (resume may
+    move a run to another device, too). Sweeps compare it to skip only runs trained with
+    the same config; ``config_hash`` digests it.
+    """
+    flat: dict[str, Any] = {"preset": cfg.name}
+    for section, values in cfg.to_dict().items():
+        flat.update({f"{section}.{key}": value for key, value in values.items()})
+    del flat["train.device"]
+    return flat
+
+
+def config_hash(cfg: Config) -> str:
+    """12 hex digits of the sha256 of ``identity(cfg)`` as canonical JSON."""
+    text = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def config_diff(saved: Config, planned: Config) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, planned value)`` for each key of ``identity`` that differs, in order."""
+    a, b = identity(saved), identity(planned)
+    return [(key, a.get(key), b[key]) for key in b if a.get(key) != b[key]]
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -258,6 +289,9 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "coerce",
+    "config_diff",
+    "config_hash",
+    "identity",
     "load_config",
     "parse_set_args",
     "preset_description",

@@ -68,6 +68,12 @@ def _check_data(cfg: Config) -> None:
     )
     _require(d.limit_train >= 0, "data.limit_train", "must be >= 0 (0 = all)", d.limit_train)
     _require(d.limit_test >= 0, "data.limit_test", "must be >= 0 (0 = all)", d.limit_test)
+    _require(
+        0 <= d.val_fraction < 1,
+        "data.val_fraction",
+        "must be in [0, 1) (0 = no validation split)",
+        d.val_fraction,
+    )
     _require(d.length >= 1, "data.length", "must be >= 1", d.length)
     _choice("data.variant", d.variant, ("finite", "stream"))
     _require(
@@ -181,6 +187,12 @@ def _check_train(cfg: Config) -> None:
     _require(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
     _require(t.batch_size >= 1, "train.batch_size", "must be >= 1", t.batch_size)
     _require(t.eval_every >= 1, "train.eval_every", "must be >= 1", t.eval_every)
+    _require(
+        t.checkpoint_every_s >= 0,
+        "train.checkpoint_every_s",
+        "must be >= 0 (0 = at every evaluation)",
+        t.checkpoint_every_s,
+    )
     _require(t.clip_norm >= 0, "train.clip_norm", "must be >= 0 (0 = off)", t.clip_norm)
     _require(t.patience >= 0, "train.patience", "must be >= 0 (0 = off)", t.patience)
     _require(

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 @dataclass
 class DataConfig:
     name: str = "moons"  # moons | circles | blobs | cifar10 | imagefolder | palindrome
-    n_samples: int = 1000  # toy sets: points; palindrome: distinct sequences
+    # toy sets: points; palindrome: distinct sequences, capped at the number that exist
+    # (10^ceil((T+1)/2) for T input digits; summary.json records n_train and n_test)
+    n_samples: int = 1000
     noise: float = 0.2  # moons, circles: std of the Gaussian noise
     centers: int = 3  # blobs: number of classes
     cluster_std: float = 1.0  # blobs: std of each cluster
@@ -24,6 +26,9 @@ class DataConfig:
     seed: int = -1  # data seed; -1 follows train.seed so each seed draws fresh data
     limit_train: int = 0  # use only the first N training examples (0 = all)
     limit_test: int = 0  # use only the first N test examples (0 = all)
+    # Share of the training set held out for validation (0 = none). With it, model selection
+    # (train.patience, restore_best, target_acc, best.pt) looks at val_acc, never at the test set.
+    val_fraction: float = 0.0
     length: int = 5  # palindrome: number of input digits T
     one_hot: bool = False  # palindrome: 10-way one-hot digits instead of one scalar
     variant: str = "finite"  # palindrome: finite | stream
@@ -31,7 +36,8 @@ class DataConfig:
     epoch_size: int = 0
     dir: str = ""  # data folder (cifar10 cache, imagefolder root); "" = default
     image_size: int = 32  # imagefolder: images are resized to image_size x image_size
-    augment: list[str] = field(default_factory=list)  # e.g. crop, flip, cutout
+    # images: augmentations of the training batches, e.g. crop, flip, cutout
+    augment: list[str] = field(default_factory=list)
     normalize: bool = True  # images: per-channel mean/std from the training set
     crop_padding: int = 4  # augment crop (reflect) / translate (zero fill): max shift in pixels
     cutout_size: int = 8  # augment cutout: side of the square zeroed in each image
@@ -41,10 +47,11 @@ class DataConfig:
 class ModelConfig:
     name: str = "mlp"  # mlp | cnn | rnn | lstm | gru
     backend: str = "torch"  # torch | numpy (mlp only)
+    # mlp: the hidden layers' widths; rnn, lstm, gru: [state size]
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "relu"  # relu | sigmoid | tanh | gelu
-    dropout: float = 0.0
-    batchnorm: bool = False
+    dropout: float = 0.0  # mlp, cnn: dropout probability after hidden layers (0 = off)
+    batchnorm: bool = False  # mlp, cnn: batch normalisation after each linear/conv layer
     # cnn: the layers as data, like timm's VGG cfgs (see nnlab/models/cnn.py): "64" conv3x3,
     # "R128" residual block, "M"/"M3" max-pool 2x2 / 3x3 stride 2, "A" avg-pool, "G"/"GM"
     # global avg/max pool, "F512" fully connected. The default is the course report's net.
@@ -67,8 +74,8 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     name: str = "adam"  # sgd | adam | adamw | rmsprop
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = 1e-3  # learning rate (the peak one under a schedule)
+    weight_decay: float = 0.0  # L2 penalty (adamw: decoupled weight decay)
     momentum: float = 0.0  # sgd, rmsprop
     nesterov: bool = False  # sgd
     alpha: float = 0.99  # rmsprop smoothing constant
@@ -87,15 +94,20 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 100
-    eval_every: int = 1  # evaluate (and checkpoint) every N epochs, and after the last
+    epochs: int = 100  # passes over the training set (patience, target_acc may stop sooner)
+    batch_size: int = 100  # training examples per step
+    eval_every: int = 1  # evaluate every N epochs, and after the last
+    # Seconds between checkpoints (checkpoints/last.pt): written at the first evaluation or
+    # training step this long after the last one, and at the end, so a kill costs at most
+    # this much training, also inside a long epoch (resume continues from that step).
+    # 0: at every evaluation, never mid-epoch.
+    checkpoint_every_s: float = 120.0
     clip_norm: float = 0.0  # clip the global gradient norm to this (0 = off)
     patience: int = 0  # stop after N evaluations without a better test_acc (0 = off)
     restore_best: bool = False  # with patience: end on the best checkpoint, not the last
     target_acc: float = 0.0  # stop at the first evaluation with test_acc >= this (0 = off)
-    label_smoothing: float = 0.0
-    seed: int = 0
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (0 = off)
+    seed: int = 0  # seeds the weights, the batch order and (data.seed = -1) the data
     # Warm start: a run folder (its checkpoints/last.pt) or a checkpoint file whose model
     # weights this run starts from; the model.* settings must match. Optimizer, schedule and
     # counters start fresh. E.g. a length curriculum on the palindromes (docs/palindrome.md).
@@ -109,7 +121,7 @@ class TrainConfig:
     # and for image models on CPUs with AMX bf16 units (2-3x faster there); off on
     # other CPUs and on MPS. on | off force them.
     amp: str = "auto"
-    channels_last: str = "auto"
+    channels_last: str = "auto"  # auto | on | off, as amp: the channels_last memory format
     # Also write TensorBoard event files (scalars per evaluation, the config, the model
     # graph) into the run folder; needs the optional `tensorboard` extra (nnlab/engine/tensorboard_log.py).
     tensorboard: bool = False
@@ -130,8 +142,8 @@ class TrainConfig:
     # per update (0 = off), updated every ema_every steps; evaluations and the final model
     # use the average. lookahead: also pull the training weights to it at each update.
     ema: float = 0.0
-    ema_every: int = 1
-    lookahead: bool = False
+    ema_every: int = 1  # steps between updates of the weight average
+    lookahead: bool = False  # pull the training weights to the average at each update
 
 
 SECTIONS: dict[str, type] = {

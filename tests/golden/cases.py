@@ -69,16 +69,43 @@ CASES: list[Case] = [
     # --seeds 3: the seeds train together as one stacked model, then split into run folders.
     Case("moons-seeds3", ("train", "moons", "--seeds", "3", *_sets("train.epochs=20"), *QUIET)),
     # Vanilla RNN, RMSprop, StepLR, gradient clipping.
-    Case("seed-rnn", ("train", "seed-rnn", *_sets("train.epochs=3"), "--seed", "0", *QUIET)),
+    # The palindrome presets now hold out a validation split (data.val_fraction, added after
+    # the recording): without it they train exactly as recorded. (record.py with the
+    # pre-redesign code needs these two --set lines removed: that code has no such key.)
+    Case(
+        "seed-rnn",
+        (
+            "train",
+            "seed-rnn",
+            *_sets("train.epochs=3", "data.val_fraction=0"),
+            "--seed",
+            "0",
+            *QUIET,
+        ),
+    ),
     # The gated cells with chrono init and cosine decay (the palindrome preset).
     Case(
         "palindrome-lstm",
-        ("train", "palindrome", *_sets("model.name=lstm"), *SHORT_PALINDROMES, "--seed", "0")
+        (
+            "train",
+            "palindrome",
+            *_sets("model.name=lstm", "data.val_fraction=0"),
+            *SHORT_PALINDROMES,
+            "--seed",
+            "0",
+        )
         + QUIET,
     ),
     Case(
         "palindrome-gru",
-        ("train", "palindrome", *_sets("model.name=gru"), *SHORT_PALINDROMES, "--seed", "0")
+        (
+            "train",
+            "palindrome",
+            *_sets("model.name=gru", "data.val_fraction=0"),
+            *SHORT_PALINDROMES,
+            "--seed",
+            "0",
+        )
         + QUIET,
     ),
     # cnn-quick's recipe (BatchNorm CNN, channels_last, one-cycle SGD-Nesterov, 2 threads,

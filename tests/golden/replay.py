@@ -24,7 +24,6 @@ import csv
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -80,17 +79,21 @@ def fingerprint() -> dict[str, Any]:
     Recorded with the expected values; a replay under another fingerprint (another
     torch or numpy, another SIMD level, another thread budget) cannot match bit for
     bit, so the test skips instead of reporting a difference that is not the code's.
+    Read in a fresh process with the cases' environment: the test process's own
+    thread count may have been lowered by an earlier test.
     """
-    import torch
-
-    return {
-        "machine": platform.machine(),
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch_threads": torch.get_num_threads(),
-    }
+    code = (
+        "import json, platform, sys, numpy as np, torch; print(json.dumps({"
+        "'machine': platform.machine(), "
+        "'python': f'{sys.version_info.major}.{sys.version_info.minor}', "
+        "'torch': torch.__version__, 'numpy': np.__version__, "
+        "'torch_cpu_capability': torch.backends.cpu.get_cpu_capability(), "
+        "'torch_threads': torch.get_num_threads()}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=case_env(), capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
 
 
 def case_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:

@@ -39,6 +39,9 @@ class DataBundle:
     # and ``__len__`` like TensorLoader and draws batches from (seed, epoch) alone,
     # so runs stay reproducible. None: batches are sliced from x_train/y_train.
     train_loader: Callable[[int, int, torch.device], Any] | None = None
+    # data.val_fraction: a part of the training set held out for model selection (else None)
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
     # A stack of S runs' data (``nnlab.engine.run.stack_data``): tensors of shape (S, N, ...)
     # and (S, N), one slice per run, and those runs' seeds (each its own batch order).
     stack_seeds: list[int] = field(default_factory=list)
@@ -69,8 +72,32 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
         )
     module, _, function = DATASETS[cfg.name].partition(":")
     loader = getattr(importlib.import_module(module), function)
-    bundle = loader(cfg, seed if cfg.seed < 0 else cfg.seed)
-    return _limit(bundle, cfg.limit_train, cfg.limit_test)
+    data_seed = seed if cfg.seed < 0 else cfg.seed
+    bundle = _limit(loader(cfg, data_seed), cfg.limit_train, cfg.limit_test)
+    if not cfg.val_fraction or bundle.x_val is not None:  # a stream draws its own
+        return bundle
+    return hold_out(bundle, cfg.val_fraction, data_seed)
+
+
+def hold_out(b: DataBundle, fraction: float, seed: int) -> DataBundle:
+    """Move a random ``fraction`` of the training set into ``x_val``/``y_val``.
+
+    The split is drawn from its own generator (a function of the data seed), so it
+    changes no random stream a run uses; the examples left for training keep their order.
+    """
+    import torch
+
+    n = len(b.y_train)
+    k = max(1, round(n * fraction))
+    if k >= n:
+        raise ConfigError(
+            f"data.val_fraction: {fraction} of {n} training examples leaves none to train on"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + 104729))
+    val, train = order[:k].sort().values, order[k:].sort().values
+    b.x_val, b.y_val = b.x_train[val], b.y_train[val]
+    b.x_train, b.y_train = b.x_train[train], b.y_train[train]
+    return b
 
 
 def _limit(b: DataBundle, limit_train: int, limit_test: int) -> DataBundle:

@@ -7,7 +7,8 @@ and ``labels`` (a list of ints 0..9). A pickle can run arbitrary code, so they a
 read with ``SafeUnpickler``, which resolves only the three globals those files
 name (numpy's array reconstructor, ndarray, dtype) and refuses everything else.
 
-``import_cifar10`` validates everything (shapes, dtype, label range, counts)
+``nnlab.data.cifar10_import.import_cifar10`` reads this format (``read_cifar10``)
+or an ImageFolder copy of the ten classes, validates everything (shapes, dtype, label range, counts)
 before it writes anything, then writes the cache folder atomically (a temporary
 folder, renamed into place), so the cache holds a complete, verified copy or
 nothing. ``load_cifar10`` (the ``cifar10`` dataset) memory-maps the cache:
@@ -17,7 +18,7 @@ Cache layout, under the data folder (``data.dir``, ``$NNLAB_DATA`` or ``~/.cache
 
     cifar10/x_train.npy  (N, 3, 32, 32) uint8     cifar10/y_train.npy  (N,) int64
     cifar10/x_test.npy   (M, 3, 32, 32) uint8     cifar10/y_test.npy   (M,) int64
-    cifar10/meta.json    counts, class names, per-channel mean/std, source
+    cifar10/meta.json    counts, class names, per-channel mean/std, source (kind, path, sha256)
 """
 
 from __future__ import annotations
@@ -254,32 +255,29 @@ def read_cache(
     return arrays, meta
 
 
-def import_cifar10(
-    source: str | os.PathLike, root: str | os.PathLike | None = None
-) -> dict[str, Any]:
-    """Read, validate and cache the official archive or folder; returns the cache's meta."""
-    from nnlab.data.augment import channel_stats
+IMAGEFOLDER_NOTE = (
+    "an ImageFolder copy, not the official files; on a re-encoded copy (such as the JPEG one) "
+    "accuracies run a few points below the official data"
+)
+SOURCE_KINDS = {"official": "the official python format", "imagefolder": "an ImageFolder copy"}
 
-    arrays = read_cifar10(source)
-    mean, std = channel_stats(torch.from_numpy(arrays["x_train"]))
-    meta = {
-        "dataset": "cifar10",
-        "source": str(Path(source).expanduser().resolve()),
-        "n_train": len(arrays["y_train"]),
-        "n_test": len(arrays["y_test"]),
-        "classes": CLASSES,
-        "mean": mean,
-        "std": std,
-    }
-    write_cache(data_root(root) / CACHE_NAME, arrays, meta)
-    return meta
+
+def describe_source(meta: dict[str, Any]) -> str:
+    """Where a cache came from, for ``nnlab data info``: kind, path, short sha256, resizing."""
+    text = f"{SOURCE_KINDS.get(meta.get('source_kind', ''), '')} {meta.get('source', '?')}".strip()
+    if meta.get("source_sha256"):
+        text += f", sha256 {meta['source_sha256'][:16]}"
+    if meta.get("resized_to_32"):
+        text += f", {meta['resized_to_32']} images resized to 32x32"
+    return text
 
 
 def missing_message(root: Path) -> str:
     opt = "" if root == data_root() else f" --dir {root}"
     return (
         f"CIFAR-10 is not in the data folder {root}; import it with "
-        f"'nnlab data cifar10 --archive PATH/cifar-10-python.tar.gz{opt}' (or a cifar-10-batches-py/ folder) "
+        f"'nnlab data cifar10 --archive PATH/cifar-10-python.tar.gz{opt}' (or a cifar-10-batches-py/ folder, "
+        f"or an ImageFolder tree or .tar.gz of the ten classes) "
         f"or fetch it with 'nnlab data cifar10 --download{opt}'"
     )
 
@@ -301,12 +299,20 @@ def load_cifar10(cfg: DataConfig, seed: int) -> DataBundle:
         input_shape=(3, 32, 32),
         class_names=list(meta.get("classes", CLASSES)),
         normalization=(meta["mean"], meta["std"]) if cfg.normalize else None,
-        info={"cache": str(root / CACHE_NAME), "source": meta.get("source", "")},
+        info={
+            "cache": str(root / CACHE_NAME),
+            "source": meta.get("source", ""),
+            "source_kind": meta.get("source_kind", ""),
+        },
     )
 
 
 def cache_lines(root: str | os.PathLike | None = None) -> list[str]:
-    """One line per cached dataset under the data folder, for ``nnlab data info``."""
+    """One line per cached dataset under the data folder, for ``nnlab data info``.
+
+    The cifar10 line says where the copy came from (official files or an ImageFolder
+    copy, path, sha256); an ImageFolder copy gets an indented note below it.
+    """
     root = data_root(root)
     folders = [root / CACHE_NAME] + sorted((root / "imagefolder").glob("[!.]*"))
     lines = []
@@ -319,6 +325,8 @@ def cache_lines(root: str | os.PathLike | None = None) -> list[str]:
         name = "cifar10" if folder.name == CACHE_NAME else f"imagefolder {folder.name}"
         lines.append(
             f"{name}: {meta['n_train']} train + {meta['n_test']} test images, {len(meta['classes'])} classes, "
-            f"{size:.0f} MiB in {folder} (from {meta.get('source', '?')})"
+            f"{size:.0f} MiB in {folder} (from {describe_source(meta)})"
         )
+        if name == "cifar10" and meta.get("source_kind") == "imagefolder":
+            lines.append(f"  note: {IMAGEFOLDER_NOTE}")
     return lines

@@ -13,6 +13,10 @@ memory-map the cache instead of decoding again.
 Classes are the sorted folder names of ``train/``; each split is stored in a
 fixed shuffled order (seed 0, as the official CIFAR-10 batches are), so
 ``data.limit_train`` keeps a mix of classes rather than the first ones.
+
+A tree of exactly CIFAR-10's ten classes can instead be imported as the ``cifar10``
+dataset (``nnlab data cifar10 --archive PATH``, ``nnlab.data.cifar10_import``), which
+reuses ``decode_tree``.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def cache_key(source: Path, image_size: int) -> str:
     return h.hexdigest()[:12]
 
 
-def _split_path(rel: str) -> tuple[str, str] | None:
+def split_path(rel: str) -> tuple[str, str] | None:
     """``[top/]train/cls/x.jpg`` -> ("train", "cls"); None for anything else."""
     parts = rel.split("/")
     for i in range(len(parts) - 2):
@@ -73,14 +77,14 @@ def _entries(source: Path) -> Iterator[tuple[str, str, str, bytes]]:
     """Yield ``(split, class, name, encoded bytes)`` for every image in a folder or an archive."""
     if source.is_dir():
         for path in sorted(source.rglob("*")):
-            where = _split_path(path.relative_to(source).as_posix()) if path.is_file() else None
+            where = split_path(path.relative_to(source).as_posix()) if path.is_file() else None
             if where:
                 yield (*where, str(path), path.read_bytes())
         return
     try:
         with tarfile.open(source, "r:*") as tar:
             for member in tar:  # read in memory, never extracted: no path can escape
-                where = _split_path(member.name) if member.isfile() else None
+                where = split_path(member.name) if member.isfile() else None
                 if where:
                     f = tar.extractfile(member)
                     yield (*where, f"{source}:{member.name}", f.read() if f else b"")
@@ -89,9 +93,17 @@ def _entries(source: Path) -> Iterator[tuple[str, str, str, bytes]]:
         raise DataError(f"{source}: truncated or corrupt archive ({reason})") from None
 
 
-def decode_tree(source: Path, image_size: int) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Decode and resize every image; returns arrays x_/y_{train,test} and the class names."""
+def decode_tree(
+    source: Path, image_size: int, stats: dict[str, int] | None = None
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Decode and resize every image; returns arrays x_/y_{train,test} and the class names.
+
+    ``stats``, when given, receives ``images`` (how many were decoded) and ``resized``
+    (how many were not already ``image_size`` square).
+    """
     from PIL import Image, UnidentifiedImageError
+
+    resized = 0
 
     images: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     names: dict[str, list[str]] = {s: [] for s in SPLITS}
@@ -100,6 +112,7 @@ def decode_tree(source: Path, image_size: int) -> tuple[dict[str, np.ndarray], l
             with Image.open(io.BytesIO(blob)) as img:
                 img = img.convert("RGB")
                 if img.size != (image_size, image_size):
+                    resized += 1
                     img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
                 chw = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)  # (3, s, s)
                 images[split].append(chw)
@@ -116,6 +129,8 @@ def decode_tree(source: Path, image_size: int) -> tuple[dict[str, np.ndarray], l
     unknown = sorted(set(names["test"]) - set(classes))
     if unknown:
         raise DataError(f"{source}: test/ has classes missing from train/: {', '.join(unknown)}")
+    if stats is not None:
+        stats.update(images=len(names["train"]) + len(names["test"]), resized=resized)
     index = {c: i for i, c in enumerate(classes)}
     rng = np.random.default_rng(0)
     arrays = {}

@@ -63,9 +63,17 @@ class TensorLoader:
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.transform = transform
         self.epoch = 0
+        self.start_batch, self.start_generator = 0, None
+        self.generator: torch.Generator | None = None  # the running epoch's draws (augmentation)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.start_batch, self.start_generator = 0, None
+
+    def resume_at(self, batch: int, generator_state: torch.Tensor | None) -> None:
+        """Make the next epoch start at ``batch``, as if the first ``batch`` batches had been
+        drawn: the same order, and the augmentation generator as it was then (one process)."""
+        self.start_batch, self.start_generator = batch, generator_state
 
     def __len__(self) -> int:
         n, b = len(self.x), self.batch_size
@@ -88,9 +96,15 @@ class TensorLoader:
             g = epoch_generator(self.seed, self.epoch)
             perm = torch.randperm(len(x), generator=g).to(x.device)
             x, y = x[perm], y[perm]  # one gather per epoch, then views
+        if self.start_generator is not None and g is not None:
+            g.set_state(self.start_generator)  # the draws of the batches already trained
+        self.generator = g
         n_full = len(self) * self.batch_size if self.drop_last else len(x)
+        skip = self.start_batch * self.batch_size
         for xb, yb in zip(
-            x[:n_full].split(self.batch_size), y[:n_full].split(self.batch_size), strict=True
+            x[skip:n_full].split(self.batch_size),
+            y[skip:n_full].split(self.batch_size),
+            strict=True,
         ):
             yield (self.transform(xb, g) if self.transform is not None else xb), yb
 

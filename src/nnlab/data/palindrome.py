@@ -24,7 +24,6 @@ raw value 0..9) or as 10-way one-hot vectors.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -36,7 +35,6 @@ from nnlab.data.loader import epoch_generator
 from nnlab.errors import ConfigError
 
 N_DIGITS = 10
-_NOTICES: set[tuple[int, int]] = set()  # (length, requested) caps already announced
 
 
 def n_palindromes(length: int) -> int:
@@ -161,16 +159,6 @@ class RepeatLoader:
         )
 
 
-def _announce_cap(length: int, requested: int, total: int) -> None:
-    if (length, requested) not in _NOTICES:
-        _NOTICES.add((length, requested))
-        print(
-            f"nnlab: data.n_samples={requested}, but only {total} distinct palindromes of "
-            f"{length + 1} digits exist; using all {total}",
-            file=sys.stderr,
-        )
-
-
 def load_palindrome(cfg: DataConfig, seed: int) -> DataBundle:
     """The finite or stream palindrome dataset for ``cfg.length`` input digits."""
     if cfg.length < 1:
@@ -187,9 +175,9 @@ def load_palindrome(cfg: DataConfig, seed: int) -> DataBundle:
     )
     if cfg.variant == "finite":
         n = cfg.n_samples
-        if n > total:
-            _announce_cap(cfg.length, n, total)
-            n = total
+        # n_samples is capped at the palindromes that exist (its documented meaning, and
+        # what lets one preset serve every length); the run records n_train and n_test.
+        n = min(n, total)
         n_test = max(1, round(n * cfg.test_fraction))
         if n - n_test < 1:
             raise ConfigError(
@@ -210,11 +198,12 @@ def load_palindrome(cfg: DataConfig, seed: int) -> DataBundle:
     # stream: a fixed test set of n_samples * test_fraction distinct palindromes (capped
     # like the finite set); epoch_size (or the rest of n_samples) fresh ones each epoch.
     n_test = max(1, round(cfg.n_samples * cfg.test_fraction))
-    if n_test > total:
-        _announce_cap(cfg.length, n_test, total)
-        n_test = total
+    n_test = min(n_test, total)
     n_train = cfg.epoch_size or cfg.n_samples - n_test
-    x_test, y_test = encode(torch.from_numpy(draw_distinct(n_test, cfg.length, rng)), cfg.one_hot)
+    # data.val_fraction: a fixed validation set too, drawn with the test set (all distinct)
+    n_val = min(round(n_train * cfg.val_fraction), total - n_test) if cfg.val_fraction else 0
+    fixed = encode(torch.from_numpy(draw_distinct(n_test + n_val, cfg.length, rng)), cfg.one_hot)
+    x_test, y_test = fixed[0][:n_test], fixed[1][:n_test]
 
     def make_loader(batch_size: int, _train_seed: int, device: torch.device) -> StreamLoader:
         # Draws follow the data seed (train.seed unless data.seed is set), like the test set.
@@ -224,6 +213,9 @@ def load_palindrome(cfg: DataConfig, seed: int) -> DataBundle:
     first = StreamLoader(cfg.length, cfg.one_hot, n_train, n_train, seed, torch.device("cpu"))
     x_train, y_train = next(iter(first))
     info = {"variant": "stream", "n_palindromes": str(total)}
-    return DataBundle(
+    bundle = DataBundle(
         x_train, y_train, x_test, y_test, **common, info=info, train_loader=make_loader
     )
+    if n_val:
+        bundle.x_val, bundle.y_val = fixed[0][n_test:], fixed[1][n_test:]
+    return bundle

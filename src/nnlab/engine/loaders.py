@@ -74,13 +74,28 @@ def make_loaders(
             world_size=distributed.world_size(),
             transform=train_tf,
         )
-    x_test, y_test = distributed.shard(data.x_test), distributed.shard(data.y_test)
-    # Images: a conv net's float32 activations for 2048 images reach ~0.5 GB a layer; 512 keeps memory flat.
-    eval_batch = EVAL_BATCH if test_tf is None else 512
-    test = TensorLoader(
-        x_test.to(device),
-        y_test.to(device),
-        max(eval_batch, cfg.train.batch_size),
-        transform=test_tf,
+    return train, _eval_loader(cfg, data.x_test, data.y_test, device, test_tf)
+
+
+def make_val_loader(cfg: Config, data: DataBundle, device: torch.device, plan=None):
+    """The validation split's loader (``data.val_fraction``), scored like the test set; None without one."""
+    if data.x_val is None:
+        return None
+    if data.stack_seeds:
+        b = max(EVAL_BATCH, cfg.train.batch_size)
+        x, y = data.x_val.to(device), data.y_val.to(device)
+        return StackedLoader(x, y, b, seeds=data.stack_seeds)
+    _, test_tf = image_transforms(
+        cfg, data, device, plan.channels_last if plan is not None else None
     )
-    return train, test
+    return _eval_loader(cfg, data.x_val, data.y_val, device, test_tf)
+
+
+def _eval_loader(cfg: Config, x, y, device: torch.device, transform) -> TensorLoader:
+    """In order, no augmentation; under torchrun each rank scores its share."""
+    x, y = distributed.shard(x), distributed.shard(y)
+    # Images: a conv net's float32 activations for 2048 images reach ~0.5 GB a layer; 512 keeps memory flat.
+    eval_batch = EVAL_BATCH if transform is None else 512
+    return TensorLoader(
+        x.to(device), y.to(device), max(eval_batch, cfg.train.batch_size), transform=transform
+    )

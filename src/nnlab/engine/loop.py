@@ -24,51 +24,14 @@ from torch import nn
 from nnlab.config import Config
 from nnlab.data import DataBundle
 from nnlab.engine import distributed
+from nnlab.engine.checkpoint import Saver, load_resume
+from nnlab.engine.epoch import Tally, ratio, train_one_epoch
 from nnlab.engine.fit_state import FitState
-from nnlab.engine.loaders import make_loaders
+from nnlab.engine.loaders import make_loaders, make_val_loader
 from nnlab.engine.optim import build_optimizer, build_scheduler
 from nnlab.engine.plan import RunPlan, plan_run
 from nnlab.engine.progress import Progress
 from nnlab.errors import TrainingDiverged
-
-
-def train_one_epoch(
-    step, loader, *, scheduler=None, track: bool = True, ema=None
-) -> dict[str, Any]:
-    """One pass over ``loader`` with ``step`` (``engine/steps.py``); with ``track``, the
-    epoch's mean train loss and accuracy (floats; lists of one per member for a stack).
-
-    Metrics accumulate on the device and are read once at the end: a ``.item()``
-    per step would wait for the device at every step.
-    """
-    step.model.train()
-    loss_sum = correct = None
-    seen = 0
-    # one autograd switch for the epoch, not one per step (the hand-derived step needs no graph)
-    with torch.set_grad_enabled(step.needs_grad):
-        for x, y in loader:
-            loss, logits = step(x, y, track)
-            if scheduler is not None:
-                scheduler.step()
-            if ema is not None:
-                ema.update()
-            if track:
-                n = y.shape[-1]  # examples per member
-                with torch.no_grad():
-                    batch_loss = loss.detach() * n
-                    batch_correct = (logits.argmax(-1) == y).sum(-1)
-                    loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-                    correct = batch_correct if correct is None else correct + batch_correct
-                seen += n
-    if not track or seen == 0:
-        return {}
-    return {"train_loss": _ratio(loss_sum, seen), "train_acc": _ratio(correct, seen)}
-
-
-def _ratio(total: torch.Tensor, count: int):
-    """``total / count`` in Python floats: one value, or one per member of a stack."""
-    values = total.tolist()
-    return values / count if not isinstance(values, list) else [v / count for v in values]
 
 
 @torch.no_grad()
@@ -98,7 +61,7 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
         hits = (logits.argmax(-1) == labels).sum(-1)
         return {
             "loss": each.view(labels.shape).mean(1).tolist(),
-            "acc": _ratio(hits, labels.shape[1]),
+            "acc": ratio(hits, labels.shape[1]),
         }
     return {
         "loss": F.cross_entropy(logits, labels).item(),
@@ -125,6 +88,8 @@ class FitResult:
     final: dict[str, float] = field(default_factory=dict)
     compile_seconds: float | None = None  # train.compile: the one-off compile, not in train_seconds
     eval_seconds: float = 0.0  # the part of train_seconds spent evaluating
+    best_val_acc: float | None = None  # with data.val_fraction: what selection looked at
+    selected_on: str = "test_acc"  # the metric of best_epoch, patience, target_acc, best.pt
     members: list[FitResult] = field(default_factory=list, repr=False)
 
 
@@ -140,30 +105,44 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``data`` as ``cfg`` says; evaluate every ``eval_every`` epochs and after the last.
 
-    Each evaluation goes to ``sink.evaluated`` (metrics rows, checkpoints). Early
+    Each evaluation goes to ``sink.evaluated`` (metrics rows, checkpoints), and a
+    long epoch also checkpoints mid-way (``train.checkpoint_every_s``). Early
     stopping (``train.patience``) counts evaluations without improvement.
     ``resume`` is a ``last.pt`` state plus its metrics ``history``: training goes
-    on from that evaluation with model, optimizer, scheduler, counters and RNG
-    state restored, so the rows that follow equal an uninterrupted run's.
+    on from that evaluation or step with model, optimizer, scheduler, counters,
+    loader position and RNG state restored, so what follows equals an
+    uninterrupted run's.
     """
     t = cfg.train
     plan = plan or plan_run(cfg, device, data.input_shape, members=len(data.stack_seeds) or 1)
     train_loader, test_loader = make_loaders(cfg, data, device, plan)
+    val_loader = make_val_loader(cfg, data, device, plan)  # data.val_fraction; else None
     if resume is None and hasattr(model, "init_from_data"):  # e.g. cnn-fast's patch whitening
         model.init_from_data(_init_sample(train_loader, test_loader))
     if plan.channels_last:  # before the optimizer is built: it keeps references to the parameters
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     scheduler, per_batch = build_scheduler(optimizer, cfg.schedule, t.epochs, len(train_loader))
-    state = FitState(members=plan.members)
+    state = FitState(members=plan.members, selected_on="val_acc" if val_loader else "test_acc")
     if resume is not None:  # before the DDP wrap, which copies rank 0's weights to every rank
-        _load_resume(resume, model, optimizer, scheduler, state, device)
+        load_resume(resume, model, optimizer, scheduler, state, device)
     ema = _weight_average(t, model, len(train_loader), resume)
     eval_model = ema.model if ema is not None else model
     step, compile_seconds = plan.make_step(model, optimizer, train_loader)
-    bar = Progress(t.epochs, cfg.name, progress if distributed.is_main() else "off")
-    start = time.perf_counter() - state.elapsed_s
-    eval_seconds = 0.0
+    saver = Saver(model, eval_model, optimizer, scheduler, state, ema, train_loader)
+    position = resume.get("position") if resume is not None else None  # resumed mid-epoch
+    shown = progress if distributed.is_main() else "off"
+    done = state.step + (position["batches"] if position else 0)
+    bar = Progress(t.epochs, cfg.name, shown, steps_per_epoch=len(train_loader), done=done)
+    start, eval_seconds = time.perf_counter() - state.elapsed_s, 0.0
+    mid_epoch = sink is not None and saver.can_resume_mid_epoch(plan, t.checkpoint_every_s)
+
+    def on_step(tally: Tally) -> None:
+        bar.step(state.epoch + 1, state.step + tally.batches)
+        if mid_epoch and sink.due():
+            state.elapsed_s = time.perf_counter() - start
+            sink.save(saver(0, tally))
+
     # A run that had already stopped early when it was checkpointed has nothing left to do.
     last_epoch = state.epoch if state.stop_reason else t.epochs
     try:
@@ -173,14 +152,17 @@ def fit(
                     "ignore", "Detected call of `lr_scheduler.step", UserWarning
                 )
             for epoch in range(state.epoch + 1, last_epoch + 1):
-                train_loader.set_epoch(epoch)
+                tally = saver.start_epoch(epoch, position, device)
                 is_eval = epoch % t.eval_every == 0 or epoch == t.epochs
+                sched = scheduler if per_batch else None
                 train_metrics = train_one_epoch(
                     step,
                     train_loader,
-                    scheduler=scheduler if per_batch else None,
+                    scheduler=sched,
                     track=is_eval,
                     ema=ema,
+                    tally=tally,
+                    on_step=on_step,
                 )
                 state.epoch, state.step = epoch, state.step + len(train_loader)
                 lr = optimizer.param_groups[0]["lr"]
@@ -191,34 +173,28 @@ def fit(
                     continue
                 eval_start = time.perf_counter()
                 test_metrics = evaluate(eval_model, test_loader, plan.amp, t.tta)
+                val_metrics = _evaluate_split(eval_model, val_loader, plan.amp, t.tta)
                 eval_seconds += time.perf_counter() - eval_start
                 if distributed.is_distributed():  # each rank scored its share: whole-set means
                     train_metrics = distributed.average(train_metrics, train_loader.num_examples)
                     test_metrics = distributed.average(test_metrics, test_loader.num_examples)
                 state.elapsed_s = time.perf_counter() - start
-                rows = _rows(state, train_metrics, test_metrics, lr)
+                rows = _rows(state, train_metrics, test_metrics, lr, val_metrics)
                 _check_finite(rows, plan.members)
                 improved = state.record(rows, t)
                 if sink is not None:
-                    sink.evaluated(
-                        state,
-                        rows,
-                        improved,
-                        lambda m: _checkpoint(
-                            model, eval_model, optimizer, scheduler, state, ema, m
-                        ),
-                    )
+                    sink.evaluated(state, rows, improved, saver)
                 bar.update(epoch, rows[0])
                 if state.stop_reason:
                     break
+        if sink is not None:  # last.pt of the state the run ends in (and best.pt if pending)
+            sink.finish(saver)
     finally:
         bar.close()
     train_seconds = time.perf_counter() - start
     if ema is not None:  # the run ends with the weights it evaluated: the average
         model.load_state_dict(ema.model.state_dict())
-    finals = [
-        {"test_acc": h[-1]["test_acc"], "test_loss": h[-1]["test_loss"]} for h in state.history
-    ]
+    finals = [{k: h[-1][k] for k in FINAL_KEYS if k in h[-1]} for h in state.history]
     reasons = [state.stop_reason or "completed"] * plan.members
     restore = t.patience and t.restore_best and state.best_epoch[0] != state.history[0][-1]["epoch"]
     # under torchrun only rank 0 has the folder: it loads best.pt, the others get its weights
@@ -230,21 +206,12 @@ def fit(
             evaluate(model, test_loader, plan.amp, t.tta), test_loader.num_examples
         )
         finals[0] = {"test_acc": m["acc"], "test_loss": m["loss"]}
+        if val_loader is not None:
+            v = _evaluate_split(model, val_loader, plan.amp, t.tta)
+            finals[0].update(val_acc=v["acc"], val_loss=v["loss"])
         reasons[0] += f"; restored the best checkpoint (epoch {state.best_epoch[0]})"
     seconds = (train_seconds / plan.members, eval_seconds / plan.members)  # each member's share
     return _result(state, finals, reasons, seconds, compile_seconds)
-
-
-def _load_resume(resume: dict, model, optimizer, scheduler, state: FitState, device) -> None:
-    """Model, optimizer, scheduler, counters and RNG state as the checkpoint left them."""
-    model.load_state_dict(resume["model"])
-    optimizer.load_state_dict(resume["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(resume["scheduler"])
-    state.load_state_dict(resume)
-    torch.set_rng_state(resume["torch_rng"])
-    if resume.get("cuda_rng") is not None and device.type == "cuda":
-        torch.cuda.set_rng_state_all(resume["cuda_rng"])
 
 
 def _result(state: FitState, finals, reasons, seconds, compile_seconds) -> FitResult:
@@ -255,12 +222,14 @@ def _result(state: FitState, finals, reasons, seconds, compile_seconds) -> FitRe
             state.epoch,
             state.step,
             seconds[0],
-            state.best_acc[s],
+            state.best_test[s],
             state.best_epoch[s],
             reasons[s],
             finals[s],
             compile_seconds,
             seconds[1],
+            best_val_acc=state.best_acc[s] if state.selected_on == "val_acc" else None,
+            selected_on=state.selected_on,
         )
         for s in range(state.members)
     ]
@@ -268,8 +237,20 @@ def _result(state: FitState, finals, reasons, seconds, compile_seconds) -> FitRe
     return results[0]
 
 
-def _rows(state: FitState, train: dict[str, Any], test: dict[str, Any], lr: float) -> list[dict]:
-    """One metrics row per member (``METRIC_COLUMNS`` of ``nnlab.runs``)."""
+FINAL_KEYS = ("test_acc", "test_loss", "val_acc", "val_loss")
+
+
+def _evaluate_split(model: nn.Module, loader, amp: bool, tta: int) -> dict[str, Any]:
+    """``evaluate`` on the validation split (whole-set means under torchrun); {} without one."""
+    if loader is None:
+        return {}
+    return distributed.average(evaluate(model, loader, amp, tta), loader.num_examples)
+
+
+def _rows(
+    state: FitState, train: dict[str, Any], test: dict[str, Any], lr: float, val: dict[str, Any]
+) -> list[dict]:
+    """One metrics row per member (``METRIC_COLUMNS`` of ``nnlab.runs``, + val_* with a validation split)."""
 
     def member(values: Any, s: int) -> float:
         return values[s] if isinstance(values, list) else values
@@ -284,6 +265,11 @@ def _rows(state: FitState, train: dict[str, Any], test: dict[str, Any], lr: floa
             "test_acc": member(test["acc"], s),
             "lr": lr,
             "elapsed_s": state.elapsed_s,
+            **(
+                {"val_loss": member(val["loss"], s), "val_acc": member(val["acc"], s)}
+                if val
+                else {}
+            ),
         }
         for s in range(state.members)
     ]
@@ -317,31 +303,3 @@ def _init_sample(train_loader, test_loader, n: int = 5000) -> torch.Tensor:
     """Up to ``n`` training inputs as the model sees them, unaugmented, for a data-dependent init."""
     x = train_loader.x[:n]
     return test_loader.transform(x) if test_loader.transform is not None else x
-
-
-def _checkpoint(model, eval_model, optimizer, scheduler, state: FitState, ema, member: int) -> dict:
-    """Member ``member``'s checkpoint (the sink adds the config); loads with ``weights_only=True``."""
-    stacked = hasattr(model, "member_state_dict")
-    optim_state = optimizer.state_dict()
-    return {
-        "model": model.member_state_dict(member) if stacked else eval_model.state_dict(),
-        "optimizer": _member_slice(optim_state, member, state.members) if stacked else optim_state,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        **state.state_dict(member),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        **({"ema": ema.state_dict(model)} if ema is not None else {}),
-    }
-
-
-def _member_slice(optim_state: dict, s: int, members: int) -> dict:
-    """Member ``s``'s share of an optimizer state_dict (buffers of shape (S, ...); scalars kept)."""
-
-    def pick(v):
-        stacked = isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == members
-        return v[s].clone() if stacked else v
-
-    return {
-        "state": {i: {k: pick(v) for k, v in st.items()} for i, st in optim_state["state"].items()},
-        "param_groups": optim_state["param_groups"],
-    }

@@ -89,15 +89,15 @@ def load_resume_state(
                 f"{out}: was trained with a different config ({', '.join(diff[:5])} differ); resume it without --set, or start a new --out"
             )
         saved = saved.replace({"train.device": requested.train.device})
+    last_eval = state["row"]["epoch"] if state is not None and state.get("row") else 0
     if state is not None and not distributed.is_main():
         # Under torchrun every rank resumes from the same last.pt, but only rank 0 touches the
         # folder; the others need just the checkpoint's row (fit compares its epoch).
-        state["history"] = [state["row"]]
+        state["history"] = [state["row"]] if last_eval else []
     elif state is not None:
-        history = repair_metrics(run.metrics_path, up_to_epoch=state["epoch"])
-        if not history or history[-1]["epoch"] != state["epoch"]:
-            raise RunError(
-                f"{run.metrics_path}: has no row for the checkpoint's epoch {state['epoch']}"
-            )
-        state["history"] = [*history[:-1], state["row"]]
+        # rows up to the checkpoint's last evaluation (a mid-epoch checkpoint may come later)
+        history = repair_metrics(run.metrics_path, up_to_epoch=last_eval)
+        if last_eval and (not history or history[-1]["epoch"] != last_eval):
+            raise RunError(f"{run.metrics_path}: has no row for the checkpoint's epoch {last_eval}")
+        state["history"] = [*history[:-1], state["row"]] if last_eval else []
     return saved, state

@@ -45,6 +45,7 @@ from nnlab.engine.tensorboard_log import TensorBoardLog, check_available
 from nnlab.errors import TrainingDiverged
 from nnlab.models import build_model
 from nnlab.runs import RunDir, completed_summary, read_json
+from nnlab.runs.write import metric_columns
 
 # Inputs of a whole stack above this many numbers (80 MB in float32) train alone.
 MAX_STACK_ELEMENTS = 20_000_000
@@ -77,7 +78,7 @@ def run_training(
         set_cpu_threads(cfg.train.threads, n_params, data.input_shape)
     run = RunDir(out) if distributed.is_main() else None  # under torchrun only rank 0 writes
     if run is not None and resume is None:
-        run.create(to_toml(cfg))
+        run.create(to_toml(cfg), metric_columns(bool(cfg.data.val_fraction)))
     started = time.time()
     info = provenance(
         cfg,
@@ -172,6 +173,16 @@ def stack_data(bundles: list[DataBundle], seeds: list[int]) -> DataBundle | None
         return None
     if first.x_train.numel() * len(bundles) > MAX_STACK_ELEMENTS:
         return None
+    if any((b.x_val is None) != (first.x_val is None) for b in bundles):
+        return None
+    if first.x_val is not None and any(b.x_val.shape != first.x_val.shape for b in bundles):
+        return None
+    val = {}
+    if first.x_val is not None:
+        val = {
+            "x_val": torch.stack([b.x_val.flatten(1) for b in bundles]),
+            "y_val": torch.stack([b.y_val for b in bundles]),
+        }
     return DataBundle(
         torch.stack([b.x_train.flatten(1) for b in bundles]),
         torch.stack([b.y_train for b in bundles]),
@@ -180,6 +191,7 @@ def stack_data(bundles: list[DataBundle], seeds: list[int]) -> DataBundle | None
         first.n_classes,
         first.input_shape,
         stack_seeds=list(seeds),
+        **val,
     )
 
 
@@ -215,7 +227,6 @@ def run_stack(cfgs: list[Config], bundles: list[DataBundle], folders: list[Path]
         for run in runs:
             shutil.rmtree(run.path)
         return [_train_or_resume(c, f, 0) for c, f in zip(cfgs, folders, strict=True)]
-    sink.write()
     shared = shared_provenance()
     summaries = []
     for s, (c, b, run) in enumerate(zip(cfgs, bundles, runs, strict=True)):

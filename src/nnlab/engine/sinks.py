@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,42 +32,75 @@ from nnlab.runs import (
     save_checkpoint,
     versions,
 )
+from nnlab.runs.write import metric_columns
 
 Checkpoint = Callable[[int], dict[str, Any]]  # member -> that member's checkpoint state
 
 
 class RunSink:
-    """One run folder, written at every evaluation (``fit`` calls ``evaluated``)."""
+    """One run folder. Every evaluation appends its metrics row at once; checkpoints
+    (``last.pt``, and ``best.pt`` when the selected metric improved) are written when
+    ``train.checkpoint_every_s`` has passed since the last write, mid-epoch too (``fit``
+    asks ``due()``), and at the end: a kill costs at most that much training, and a
+    short run is not slowed by a checkpoint and its fsyncs at every evaluation. Rows
+    past the last checkpoint are dropped and recomputed, bit for bit, by resume.
+    """
 
     def __init__(self, run: RunDir, cfg: Config, tensorboard=None) -> None:
         self.run, self.cfg, self.tensorboard = run, cfg, tensorboard
         self.config = {"config": cfg.to_dict(), "name": cfg.name}  # made once per run
+        self.every_s = cfg.train.checkpoint_every_s
+        self.written = time.monotonic()
+        self.best: dict[str, Any] | None = None  # the best checkpoint, until it is written
+        self.unsaved = False  # evaluations since the last checkpoint
+
+    def due(self) -> bool:
+        return time.monotonic() - self.written >= self.every_s
 
     def evaluated(
         self, state, rows: list[dict], improved: list[bool], checkpoint: Checkpoint
     ) -> None:
-        # metrics first, then last.pt: a crash in between leaves a row past the
-        # checkpoint, which resume drops and recomputes (bit for bit).
-        self.run.append_metrics(rows[0])
-        ckpt = {**checkpoint(0), **self.config}
-        save_checkpoint(self.run.checkpoints / "last.pt", ckpt)
-        if improved[0]:
-            save_checkpoint(self.run.checkpoints / "best.pt", ckpt)
+        self.run.append_metrics(rows[0], sync=False)  # made durable with the next checkpoint
+        now = self.every_s == 0 or self.due()
+        if improved[0]:  # a copy unless written now: the weights move on
+            ck = checkpoint(0)
+            self.best = ck if now else copy.deepcopy(ck)
+        if now:
+            self.save(checkpoint(0))
+        else:
+            self.unsaved = True
         if self.tensorboard is not None:  # the same row as scalars, after the files that matter
             self.tensorboard.log_row(rows[0])
+
+    def save(self, checkpoint: dict[str, Any]) -> None:
+        """metrics.csv made durable, then last.pt (and a pending best.pt): a crash in between
+        leaves rows past the checkpoint, which resume drops and recomputes."""
+        self.run.sync_metrics()
+        save_checkpoint(self.run.checkpoints / "last.pt", {**checkpoint, **self.config})
+        if self.best is not None:
+            save_checkpoint(self.run.checkpoints / "best.pt", {**self.best, **self.config})
+            self.best = None
+        self.written, self.unsaved = time.monotonic(), False
+
+    def finish(self, checkpoint: Checkpoint) -> None:
+        """The end of training: last.pt of the state the run ends in, best.pt if pending."""
+        if self.unsaved or self.best is not None:
+            self.save(checkpoint(0))
 
     def best_weights(self) -> dict[str, Any]:
         return load_checkpoint(self.run.checkpoints / "best.pt")["model"]
 
 
 class StackSink:
-    """S run folders of a stack; rows and the best checkpoints are kept until ``write``."""
+    """S run folders of a stack; rows and the best checkpoints are kept until ``finish``."""
 
     def __init__(self, runs: list[RunDir], cfgs: list[Config]) -> None:
         self.runs, self.cfgs = runs, cfgs
         self.rows: list[list[dict]] = [[] for _ in runs]
         self.best: list[dict | None] = [None] * len(runs)
-        self.last: Checkpoint | None = None
+
+    def due(self) -> bool:
+        return False  # written once, at the end (a stack of small runs is redone, not resumed)
 
     def evaluated(
         self, state, rows: list[dict], improved: list[bool], checkpoint: Checkpoint
@@ -75,14 +109,13 @@ class StackSink:
             self.rows[s].append(row)
             if improved[s]:  # a copy now: the weights move on
                 self.best[s] = checkpoint(s)
-        self.last = checkpoint  # called in write(), for the state the stack ends in
 
-    def write(self) -> None:
+    def finish(self, checkpoint: Checkpoint) -> None:
         """Each member's metrics.csv, last.pt and best.pt (its own config in both)."""
         for s, (run, cfg) in enumerate(zip(self.runs, self.cfgs, strict=True)):
             run.write_metrics(self.rows[s])
             own = {"config": cfg.to_dict(), "name": cfg.name}
-            save_checkpoint(run.checkpoints / "last.pt", {**self.last(s), **own})
+            save_checkpoint(run.checkpoints / "last.pt", {**checkpoint(s), **own})
             save_checkpoint(run.checkpoints / "best.pt", {**self.best[s], **own})
 
 
@@ -128,7 +161,7 @@ def shared_provenance() -> dict[str, Any]:
 def start_run(folder: Path, cfg: Config) -> RunDir:
     """Create the run folder with its resolved config and an empty metrics.csv."""
     run = RunDir(folder)
-    run.create(to_toml(cfg))
+    run.create(to_toml(cfg), metric_columns(bool(cfg.data.val_fraction)))
     return run
 
 

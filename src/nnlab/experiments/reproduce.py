@@ -18,7 +18,6 @@ import dataclasses
 import os
 import resource
 import sys
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,47 +144,32 @@ def _smoke(step: Step) -> Step:
 def cifar_overrides(path: str | None) -> dict[str, Any] | None:
     """Make CIFAR-10 available; the overrides that select it, or None when it cannot be had.
 
-    ``path`` may be the official archive or ``cifar-10-batches-py/`` folder (imported into the
-    data folder, as ``nnlab data cifar10 --archive``) or an ImageFolder tree or .tar.gz of
-    one (e.g. the JPEG copy in ../shared/datasets), which trains as ``data.name=imagefolder``.
-    Without ``path``, an already imported copy is used.
+    ``path`` may be any copy ``nnlab data cifar10 --archive`` takes (the official archive or
+    ``cifar-10-batches-py/`` folder, or an ImageFolder tree or .tar.gz of the ten classes,
+    such as the JPEG copy in ../shared/datasets): it is imported into the data folder the
+    same way, so the presets run as they are (``data.name = "cifar10"``) and a later
+    ``nnlab train`` or ``nnlab data info`` sees the same data. A file already imported
+    (same path and sha256) is not imported again. Without ``path``, an imported copy is used.
     """
-    from nnlab.data.cifar10 import CACHE_NAME, data_root, import_cifar10, read_cache
+    from nnlab.data.cifar10 import CACHE_NAME, data_root, describe_source, read_cache
+    from nnlab.data.cifar10_import import import_cifar10, imported_from
 
     if path is None:
         return {} if read_cache(data_root() / CACHE_NAME) is not None else None
     source = Path(path).expanduser()
     if not source.exists():
         raise DataError(f"--cifar10 {path}: no such file or folder")
-    if _is_image_folder(source):
-        return {"data.name": "imagefolder", "data.dir": str(source.resolve())}
-    meta = import_cifar10(source)
+    meta = imported_from(None, source)
+    if meta is None:
+        meta = import_cifar10(source)
+        done = "imported CIFAR-10"
+    else:
+        done = "CIFAR-10 already imported"
     print(
-        f"imported CIFAR-10 from {source}: {meta['n_train']} + {meta['n_test']} images",
+        f"{done} from {describe_source(meta)}: {meta['n_train']} + {meta['n_test']} images",
         file=sys.stderr,
     )
     return {}
-
-
-def _is_image_folder(source: Path) -> bool:
-    """An ImageFolder tree (``train/<class>/*``, maybe one folder down) or a tar archive of one."""
-    if source.is_dir():
-        return any(
-            (d / "train").is_dir() and (d / "test").is_dir()
-            for d in [source, *source.iterdir()]
-            if d.is_dir()
-        )
-    try:
-        with tarfile.open(source) as tar:
-            for member in tar:  # stops at the first telling name: no need to read the whole archive
-                parts = Path(member.name).parts
-                if "cifar-10-batches-py" in parts or parts[-1] in ("data_batch_1", "batches.meta"):
-                    return False
-                if "train" in parts[:-1] and member.isfile():
-                    return True
-    except (tarfile.TarError, OSError) as exc:
-        raise DataError(f"--cifar10 {source}: not a readable archive ({exc})") from None
-    return False
 
 
 # --------------------------------------------------------------------------- running

@@ -1,12 +1,18 @@
 """Sweeps: a grid of config overrides x seeds, one run folder each, and ``results.csv``.
 
 A sweep folder holds one run folder per (grid point, seed), named after its
-overrides, and ``results.csv`` with one row per finished run (the contract
-columns: ``run``, every swept key by its dotted name, ``seed``,
-``final_test_acc``, ``best_test_acc``, ``train_seconds``). A run counts as
-finished only when its ``summary.json`` exists, so rerunning a sweep skips
-finished runs and redoes unfinished ones. Where the runs train (this process or
-worker processes) is ``backends.py``.
+overrides, and ``results.csv`` with one row per finished run folder in it (the
+contract columns: ``run``, every swept key by its dotted name, ``seed``,
+``final_test_acc``, ``best_test_acc``, ``train_seconds``; then ``config_hash``).
+
+A run is identified by what it trains, not by its folder's name: its resolved
+config, read back from ``RUN/config.toml`` (``nnlab.config.identity``). A rerun
+into the same folder skips a finished run only when that config equals the
+planned one, resumes an unfinished one likewise, and otherwise refuses in one
+line naming the run and the keys that differ, unless ``rerun`` is set, which
+deletes and retrains those runs. A run counts as finished only when its
+``summary.json`` exists. Where the runs train (this process or worker
+processes) is ``backends.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import shutil
 import sys
 import time
 import typing
@@ -21,12 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nnlab.config import Config
+from nnlab.config import Config, config_diff, config_hash
 from nnlab.config_values import coerce
 from nnlab.errors import ConfigError, NnlabError, RunError
 from nnlab.experiments.backends import group_runs, run_local
 from nnlab.reporting.stats import format_summary, mean_std, summarize
-from nnlab.runs import RunDir, atomic_write_text, prepare_out_dir, read_json
+from nnlab.runs import RunFolder, SweepFolder, atomic_write_text, prepare_out_dir, read_json
 
 RESULT_COLUMNS = ["final_test_acc", "best_test_acc", "final_test_loss", "epochs", "train_seconds"]
 
@@ -93,8 +100,18 @@ def run_sweep(
     out: Path,
     *,
     jobs: int = 1,
+    rerun: bool = False,
+    announce: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run every (grid point, seed) not finished yet; write ``results.csv``; return its rows."""
+    """Run every (grid point, seed) not finished yet; write ``results.csv``; return its rows.
+
+    ``announce``: name ``out`` on stderr once the plan is valid (a new default folder:
+    resuming it takes ``--out``).
+
+    A run folder already in ``out`` counts only if its saved config is the planned one
+    (see the module docstring); one trained with another config is a ``RunError``, or,
+    with ``rerun``, is deleted and trained again.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out}: exists and is not a folder")
@@ -102,13 +119,29 @@ def run_sweep(
         raise RunError(f"--out {out}: is a single run, not a sweep folder")
     prepare_sweep_dir(out)
     planned = plan(cfg, grid, seeds)
-    keys = list(grid)
-    todo = [(n, c) for n, c, _ in planned if not RunDir(out / n).finished]
+    if announce:
+        print(
+            f"sweep folder: {out} (resume an interrupted sweep with --out {out})", file=sys.stderr
+        )
+    # this grid's keys, then those of an earlier grid in the same folder (its runs stay listed)
+    keys = [*grid, *(k for k in _earlier_keys(out) if k not in grid)]
+    stale = stale_runs(out, planned)
+    if stale and not rerun:
+        raise RunError(stale_message(out, stale))
+    for name in stale:  # --rerun: what they trained is not what this sweep asks
+        shutil.rmtree(out / name)
+    if stale:
+        print(
+            f"--rerun: deleted {len(stale)} run(s) in {out} trained with another config; "
+            "training them again",
+            file=sys.stderr,
+        )
+    todo = [(n, c) for n, c, _ in planned if not RunFolder(out / n).finished]
     skipped = len(planned) - len(todo)
     out.mkdir(parents=True, exist_ok=True)
     if skipped:
         print(
-            f"{skipped} of {len(planned)} runs already finished in {out}; skipping them",
+            f"{skipped} of {len(planned)} runs already finished in {out} (same config); skipping them",
             file=sys.stderr,
         )
     done = skipped
@@ -133,7 +166,6 @@ def run_sweep(
     rows = write_results(out, planned, keys)
     write_summary_table(out, rows, keys)
     from nnlab.reporting.plots import plot_sweep_boundaries, plot_sweep_metric
-    from nnlab.runs import SweepFolder
 
     plot_sweep_boundaries(SweepFolder(out))  # runs with boundary.npz: each setting's boundary
     # numeric swept keys (e.g. data.length): accuracy_vs_<key>.png
@@ -143,6 +175,52 @@ def run_sweep(
         file=sys.stderr,
     )
     return rows
+
+
+def stale_runs(out: Path, planned) -> dict[str, list[tuple[str, Any, Any]] | str]:
+    """Planned runs whose folder holds a run of another config: name -> what differs.
+
+    What differs is ``(key, saved, planned)`` per key, or a reason when the saved
+    config cannot be read as a config of this version.
+    """
+    stale: dict[str, list[tuple[str, Any, Any]] | str] = {}
+    for name, run_cfg, _ in planned:
+        folder = RunFolder(out / name)
+        if not (folder.path / "config.toml").is_file():
+            continue  # new, or killed before it wrote its config: trained from scratch
+        try:
+            diff = config_diff(folder.load_config(), run_cfg)
+        except NnlabError as exc:
+            stale[name] = f"its config.toml is not readable as a config ({exc})"
+            continue
+        if diff:
+            stale[name] = diff
+    return stale
+
+
+def stale_message(out: Path, stale: dict[str, list[tuple[str, Any, Any]] | str]) -> str:
+    """One line: the first stale run, its first differing key, and how to go on."""
+    name, diff = next(iter(stale.items()))
+    if isinstance(diff, str):
+        what = diff
+    else:
+        key, saved, wanted = diff[0]
+        what = f"was trained with {key}={_set_value(saved)}, this sweep asks {_set_value(wanted)}"
+        if len(diff) > 1:
+            what += (
+                f" (and {', '.join(k for k, _, _ in diff[1:4])}{', ...' if len(diff) > 4 else ''})"
+            )
+    more = f"; {len(stale) - 1} more run(s) differ" if len(stale) > 1 else ""
+    return f"{out / name} {what}{more}; use a new --out or --rerun"
+
+
+def _set_value(value: Any) -> str:
+    """A config value as ``--set`` writes it: ``64,64``, ``true``, ``0.1``."""
+    if isinstance(value, list):
+        return ",".join(_set_value(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def prepare_sweep_dir(out: Path) -> None:
@@ -156,24 +234,69 @@ def prepare_sweep_dir(out: Path) -> None:
 
 
 def write_results(out: Path, planned, keys: list[str]) -> list[dict[str, Any]]:
-    """Rewrite ``results.csv`` (atomically) from the summaries of every finished run."""
+    """Rewrite ``results.csv`` (atomically) from every finished run folder in ``out``.
+
+    The planned runs come first, in plan order, then any other run folders (an earlier,
+    different grid into the same folder), by name. Each run's ``keys`` cells come from its
+    own config (empty where it has no such key), then the contract's results and
+    ``config_hash``.
+    """
+    configs = {name: run_cfg for name, run_cfg, _ in planned}
+    others = sorted(
+        p.name
+        for p in out.iterdir()
+        if p.name not in configs and p.is_dir() and (p / "config.toml").is_file()
+    )
     rows = []
-    for name, run_cfg, point in planned:
+    for name in [*configs, *others]:
         summary_path = out / name / "summary.json"
         if not summary_path.exists():
             continue
         summary = read_json(summary_path)
-        row = {"run": name, **{k: _csv_value(point[k]) for k in keys}, "seed": run_cfg.train.seed}
+        if name in configs:
+            run_cfg = configs[name]
+            values = {k: run_cfg.get(k) for k in keys}
+            seed, digest = run_cfg.train.seed, config_hash(run_cfg)
+        else:
+            values, seed, digest = _saved_values(out / name, keys)
+        row = {"run": name, **{k: _csv_value(values.get(k, "")) for k in keys}, "seed": seed}
         row.update({c: summary.get(c) for c in RESULT_COLUMNS})
+        row["config_hash"] = digest
         rows.append(row)
     buf = io.StringIO()
     writer = csv.DictWriter(
-        buf, fieldnames=["run", *keys, "seed", *RESULT_COLUMNS], lineterminator="\n"
+        buf,
+        fieldnames=["run", *keys, "seed", *RESULT_COLUMNS, "config_hash"],
+        lineterminator="\n",
     )
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "results.csv", buf.getvalue())
     return rows
+
+
+def _earlier_keys(out: Path) -> list[str]:
+    """The swept keys of the results.csv in ``out`` (none if there is none, or it is unreadable)."""
+    try:
+        return SweepFolder(out).keys if (out / "results.csv").is_file() else []
+    except RunError:
+        return []
+
+
+def _saved_values(folder: Path, keys: list[str]) -> tuple[dict[str, Any], Any, str]:
+    """A run folder's own values of ``keys`` (where its config has them), seed and config hash."""
+    run = RunFolder(folder)
+    raw = run.config
+    values = {}
+    for key in keys:
+        section, _, name = key.partition(".")
+        if isinstance(raw.get(section), dict) and name in raw[section]:
+            values[key] = raw[section][name]
+    try:
+        digest = config_hash(run.load_config())
+    except NnlabError:
+        digest = ""
+    return values, raw["train"].get("seed", ""), digest
 
 
 def _csv_value(value: Any) -> Any:
@@ -208,6 +331,7 @@ __all__ = [
     "run_sweep",
     "parse_grid_arg",
     "expand_grid",
+    "stale_runs",
     "summarize",
     "format_summary",
     "mean_std",

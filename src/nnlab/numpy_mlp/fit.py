@@ -37,6 +37,8 @@ class Arrays:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    x_val: np.ndarray | None = None  # data.val_fraction: what selection looks at
+    y_val: np.ndarray | None = None
 
 
 @dataclass
@@ -55,6 +57,8 @@ class NumpyFit:
     best: dict[str, np.ndarray] = field(repr=False)  # weights at the best evaluation
     error: str | None = None  # set when this network's loss became NaN or inf
     eval_seconds: float = 0.0  # the part of train_seconds spent evaluating (this network's share)
+    best_val_acc: float | None = None  # data.val_fraction: the best val_acc (what selection used)
+    selected_on: str = "test_acc"
 
 
 def to_arrays(bundle: Any) -> Arrays:
@@ -88,6 +92,11 @@ def to_arrays(bundle: Any) -> Arrays:
         x_te.astype(DTYPE),
         y_te.astype(np.int64),
         bundle.n_classes,
+        *(
+            (np.asarray(bundle.x_val.numpy()).astype(DTYPE), np.asarray(bundle.y_val.numpy()))
+            if getattr(bundle, "x_val", None) is not None
+            else ()
+        ),
     )
 
 
@@ -121,6 +130,10 @@ def fit_stacked(
     # Targets once, not per step: one-hot (and smoothed), gathered with x each epoch.
     t_train = one_hot(y_train, data[0].n_classes, t.label_smoothing, DTYPE)  # (S, N, C)
     x_test, y_test = np.stack([d.x_test for d in data]), np.stack([d.y_test for d in data])
+    validating = data[0].x_val is not None  # data.val_fraction: select on val_acc, not test_acc
+    key = "val_acc" if validating else "test_acc"
+    if validating:
+        x_val, y_val = np.stack([d.x_val for d in data]), np.stack([d.y_val for d in data])
     n, n_features = x_train.shape[1:]
     model = MLP(
         n_features,
@@ -160,6 +173,7 @@ def fit_stacked(
     histories: list[list[dict[str, float]]] = [[] for _ in range(n_net)]
     errors: list[str | None] = [None] * n_net
     best_acc, best_epoch = np.full(n_net, -1.0), np.zeros(n_net, dtype=int)
+    best_test = np.full(n_net, -1.0)  # informational when selecting on val_acc
     best_params, good_params = model.params.copy(), model.params.copy()
     since_best, step, epoch, stop_reason, eval_seconds = 0, 0, 0, "completed", 0.0
     start = time.perf_counter()
@@ -195,6 +209,10 @@ def fit_stacked(
                 test_logits = model.forward(x_test)
                 test_loss = test_criterion.forward(test_logits, y_test)
                 test_acc = (test_logits.argmax(-1) == y_test).mean(-1)
+                if validating:
+                    val_logits = model.forward(x_val)
+                    val_loss = test_criterion.forward(val_logits, y_val)
+                    val_acc = (val_logits.argmax(-1) == y_val).mean(-1)
                 elapsed = time.perf_counter() - start
                 eval_seconds += elapsed - (eval_start - start)
                 for s in range(n_net):
@@ -210,6 +228,8 @@ def fit_stacked(
                         "lr": lr_at(epoch, step),
                         "elapsed_s": elapsed,
                     }
+                    if validating:
+                        row.update(val_loss=float(val_loss[s]), val_acc=float(val_acc[s]))
                     if not (math.isfinite(row["train_loss"]) and math.isfinite(row["test_loss"])):
                         errors[s] = (
                             f"loss became {row['train_loss']} by epoch {epoch} (step {step}); "
@@ -220,10 +240,11 @@ def fit_stacked(
                     good_params[s] = model.params[s]
                     if on_eval is not None:
                         on_eval(s, row)
-                    if row["test_acc"] > best_acc[s]:
+                    best_test[s] = max(best_test[s], row["test_acc"])
+                    if row[key] > best_acc[s]:
                         best_params[s], best_acc[s], best_epoch[s] = (
                             model.params[s],
-                            row["test_acc"],
+                            row[key],
                             epoch,
                         )
                         since_best = 0
@@ -233,11 +254,12 @@ def fit_stacked(
                     break
                 if progress is not None and histories[0]:
                     progress.update(epoch, histories[0][-1])
-                if t.target_acc and test_acc[0] >= t.target_acc:
-                    stop_reason = f"reached train.target_acc {t.target_acc} at epoch {epoch}"
+                if t.target_acc and (val_acc if validating else test_acc)[0] >= t.target_acc:
+                    on = f" ({key})" if validating else ""
+                    stop_reason = f"reached train.target_acc {t.target_acc}{on} at epoch {epoch}"
                     break
                 if t.patience and since_best >= t.patience:
-                    stop_reason = f"early stop: no better test_acc for {t.patience} evaluations"
+                    stop_reason = f"early stop: no better {key} for {t.patience} evaluations"
                     break
     finally:
         if progress is not None:
@@ -245,7 +267,9 @@ def fit_stacked(
     seconds = time.perf_counter() - start
 
     finals = [
-        {"test_acc": h[-1]["test_acc"], "test_loss": h[-1]["test_loss"]} if h else {}
+        {k: h[-1][k] for k in ("test_acc", "test_loss", "val_acc", "val_loss") if k in h[-1]}
+        if h
+        else {}
         for h in histories
     ]
     reasons = [stop_reason] * n_net
@@ -261,6 +285,10 @@ def fit_stacked(
             "test_acc": float((logits.argmax(-1) == y_test).mean(-1)[0]),
             "test_loss": float(test_criterion.forward(logits, y_test)[0]),
         }
+        if validating:
+            logits = model.forward(x_val)
+            finals[0]["val_acc"] = float((logits.argmax(-1) == y_val).mean(-1)[0])
+            finals[0]["val_loss"] = float(test_criterion.forward(logits, y_val)[0])
         reasons[0] += f"; restored the best checkpoint (epoch {best_epoch[0]})"
     return [
         NumpyFit(
@@ -268,7 +296,7 @@ def fit_stacked(
             epoch,
             step,
             seconds / n_net,
-            float(best_acc[s]),
+            float(best_test[s]),
             int(best_epoch[s]),
             reasons[s],
             finals[s],
@@ -276,6 +304,8 @@ def fit_stacked(
             best=lone_state(model, best_params[s]),
             error=errors[s],
             eval_seconds=eval_seconds / n_net,
+            best_val_acc=float(best_acc[s]) if validating else None,
+            selected_on=key,
         )
         for s in range(n_net)
     ]

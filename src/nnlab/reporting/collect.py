@@ -1,9 +1,10 @@
-"""The experiments ``nnlab report`` reports: finished run folders and sweep folders, read
-through ``nnlab.runs.RunFolder`` / ``SweepFolder``.
+"""The experiments ``nnlab report`` reports: finished run folders and sweep folders, found at
+any depth under the folders given, read through ``nnlab.runs.RunFolder`` / ``SweepFolder``.
 
 A run folder is finished iff its ``summary.json`` exists. Anything that is not
 what it claims to be raises ``RunError`` with one line naming the path; runs
-that are merely unfinished inside a sweep are skipped with a notice instead.
+that are merely unfinished are left out of the tables and listed as such
+(``unfinished: PATH (epoch k of N)``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from nnlab.errors import RunError
 from nnlab.reporting.course import part_of
 from nnlab.runs import RunFolder, SweepFolder
+from nnlab.runs.read import run_progress
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Experiment:
     runs: list[RunFolder]
     preset: str = ""
     description: str = ""
+    note: str = ""  # e.g. "runs not listed in results.csv"
     groups: dict[tuple, list[RunFolder]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -53,63 +56,95 @@ def finished_run(run: RunFolder) -> RunFolder:
     return run
 
 
-def read_sweep(path: Path, notices: list[str]) -> Experiment | None:
-    """A sweep (or ``--seeds N``) folder; half-finished runs are skipped with a notice."""
+def unfinished(run: RunFolder) -> str:
+    """The line that lists an unfinished run: ``unfinished: PATH (epoch k of N)``."""
+    return f"unfinished: {run.path} ({run_progress(run)})"
+
+
+def _point(run: RunFolder, keys: list[str]) -> dict:
+    """A run's grid point read from its config.toml (as results.csv writes it: lists joined by commas)."""
+    point = {}
+    for key in keys:
+        section, _, name = key.partition(".")
+        value = run.config.get(section, {}).get(name, "")
+        point[key] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return point
+
+
+def read_sweep(path: Path, notices: list[str]) -> list[Experiment]:
+    """A sweep (or ``--seeds N``) folder: its results.csv runs, and as a second experiment any
+    finished run folder results.csv does not list; unfinished runs are listed in ``notices``."""
     sweep = SweepFolder(path)
     keys, listed, runs = sweep.keys, sweep.listed, []
     for run in listed:
         if run.finished:
             runs.append(finished_run(run))
         else:
-            notices.append(f"skipped {run.path}: listed in results.csv but has no summary.json")
+            notices.append(unfinished(run))
     names = {r.path.name for r in listed}
+    extra = []
     for run in sweep.runs:
-        if run.path.name not in names and not run.finished:
-            notices.append(
-                f"skipped half-finished run {run.path} (no summary.json; rerun the sweep to finish it)"
-            )
-    if not runs:
-        notices.append(f"skipped {path}: no finished runs in results.csv")
-        return None
-    return Experiment(path, keys, runs)
+        if run.path.name in names:
+            continue
+        if run.finished:
+            extra.append(finished_run(RunFolder(run.path, _point(run, keys))))
+        else:
+            notices.append(unfinished(run))
+    out = [Experiment(path, keys, runs)] if runs else []
+    if extra:
+        out.append(Experiment(path, keys, extra, note="runs not listed in results.csv"))
+    return out
 
 
 def _is_experiment(folder: Path) -> bool:
     return (folder / "results.csv").is_file() or (folder / "config.toml").is_file()
 
 
-def collect_folders(dirs: list[Path]) -> tuple[list[Experiment], list[str]]:
-    """Every experiment under ``dirs`` (run folders, sweep folders, or folders holding them).
+def find_folders(folder: Path) -> list[Path]:
+    """Every run or sweep folder at or under ``folder``, at any depth, sorted; a run or sweep
+    folder is not searched further (its run folders belong to it). Links are not followed."""
+    if _is_experiment(folder):
+        return [folder]
+    found = []
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and not child.is_symlink() and not child.name.startswith("."):
+            found += find_folders(child)
+    return found
 
-    Returns the experiments and notices (half-finished runs skipped). A folder
-    that is none of these, or nothing finished at all, raises RunError.
+
+def collect_folders(dirs: list[Path]) -> tuple[list[Experiment], list[str]]:
+    """Every experiment under ``dirs`` (run folders, sweep folders, or folders holding them at any depth).
+
+    Returns the experiments and notices (``unfinished: PATH (epoch k of N)``). A folder
+    that holds none of these, or nothing finished at all, raises RunError.
     """
     experiments: list[Experiment] = []
     notices: list[str] = []
+    seen: set[Path] = set()
     for d in map(Path, dirs):
         if not d.is_dir():
             raise RunError(f"{d}: no such folder (give run or sweep folders)")
-        # else a folder of run/sweep folders, e.g. what `nnlab reproduce --out` writes
-        found = [d] if _is_experiment(d) else [c for c in sorted(d.iterdir()) if _is_experiment(c)]
+        found = find_folders(d)
         if not found:
             raise RunError(
-                f"{d}: not an nnlab run or sweep folder (no config.toml or results.csv, nor folders with them)"
+                f"{d}: not an nnlab run or sweep folder (no config.toml or results.csv, "
+                "nor folders with them at any depth)"
             )
         for f in found:
+            if f.resolve() in seen:  # given twice, or a folder and one inside it
+                continue
+            seen.add(f.resolve())
             if (f / "results.csv").is_file():
-                exp = read_sweep(f, notices)
+                experiments += read_sweep(f, notices)
             elif not (f / "summary.json").is_file():
-                notices.append(
-                    f"skipped half-finished run {f} (no summary.json; 'nnlab resume {f}' finishes it)"
-                )
-                exp = None
+                notices.append(unfinished(RunFolder(f)))
             else:
-                exp = Experiment(f, [], [finished_run(RunFolder(f))])
-            if exp is not None:
-                experiments.append(exp)
+                experiments.append(Experiment(f, [], [finished_run(RunFolder(f))]))
     if not experiments:
+        why = "; ".join(notices) or "no runs"
         raise RunError(
-            f"{', '.join(map(str, dirs))}: nothing finished to report ({'; '.join(notices) or 'no runs'})"
+            f"{', '.join(map(str, dirs))}: nothing finished to report ({why}; no summary.json yet: "
+            "'nnlab resume RUN' finishes a run)"
         )
     return experiments, notices
 

@@ -6,32 +6,38 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from nnlab.reporting.applies import applies
 from nnlab.reporting.collect import Experiment
-
-_UNSHOWN = ("train.seed", "train.device", "train.threads")  # differ per run, or machine only
+from nnlab.reporting.origin import MACHINE_KEYS, differences, preset_value
 
 
 def setup_lines(exp: Experiment) -> list[str]:
-    """The resolved settings that matter, and what differs from the preset (e.g. a --quick scale)."""
+    """The resolved settings that matter, and what differs from the preset (e.g. a --quick scale).
+
+    A key is listed only where it applies to the run's model, data set, optimizer and
+    schedule (``applies``): always if essential, else where it differs from the default.
+    """
     from nnlab.config import Config
 
     cfg = exp.runs[0].config
     defaults = Config().to_dict()
     essential = {
-        "data": ["name"],
-        "model": ["name", "hidden"],
+        "data": ["name", "length"],
+        "model": ["name", "hidden", "widths"],
         "optim": ["name", "lr"],
         "schedule": ["name"],
         "train": ["epochs", "batch_size"],
     }
-    skip = {*exp.keys, *_UNSHOWN}
+    skip = {*exp.keys, *MACHINE_KEYS}
     lines = []
     for section, keys in essential.items():
         values = cfg.get(section, {})
         shown = [
             k
             for k in values
-            if (k in keys or values[k] != defaults[section].get(k)) and f"{section}.{k}" not in skip
+            if applies(cfg, section, k)
+            and (k in keys or values[k] != defaults[section].get(k))
+            and f"{section}.{k}" not in skip
         ]
         if shown:
             lines.append(f"[{section}] " + ", ".join(f"{k}={fmt(values[k])}" for k in shown))
@@ -44,29 +50,25 @@ def setup_lines(exp: Experiment) -> list[str]:
     seeds = sorted({int(r.summary.get("seed", r.config["train"].get("seed", 0))) for r in exp.runs})
     lines.append(f"seeds: {', '.join(map(str, seeds))}")
     diff = preset_differences(exp)
-    if diff:
-        lines.append(
-            f"differs from preset '{exp.preset}' (a reduced scale, e.g. --quick): "
-            + ", ".join(diff)
-        )
+    if diff is None:
+        lines.append(f"config: your own ('{exp.preset}'), not one of nnlab's presets")
+    elif diff:
+        lines.append(f"differs from preset '{exp.preset}': " + ", ".join(diff))
     return lines
 
 
-def preset_differences(exp: Experiment) -> list[str]:
-    """``key=ours (preset: theirs)`` for each setting that differs from the named preset."""
-    from nnlab.config import load_config, preset_names
-
-    if exp.preset not in preset_names():
-        return []
-    preset = load_config(exp.preset).to_dict()
+def preset_differences(exp: Experiment) -> list[str] | None:
+    """``key=ours (preset: theirs)`` for each applicable setting that differs from the built-in
+    preset the runs are named after (swept keys aside); None if that is no built-in preset."""
     cfg = exp.runs[0].config
-    skip = {*exp.keys, *_UNSHOWN}
+    keys = differences(cfg, exp.preset, set(exp.keys))
+    if keys is None:
+        return None
     out = []
-    for section, values in preset.items():
-        for key, theirs in values.items():
-            ours = cfg.get(section, {}).get(key, theirs)
-            if f"{section}.{key}" not in skip and ours != theirs:
-                out.append(f"{section}.{key}={fmt(ours)} (preset: {fmt(theirs)})")
+    for dotted in keys:
+        section, _, key = dotted.partition(".")
+        ours = cfg.get(section, {}).get(key)
+        out.append(f"{dotted}={fmt(ours)} (preset: {fmt(preset_value(exp.preset, dotted))})")
     return out
 
 

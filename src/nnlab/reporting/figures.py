@@ -13,31 +13,75 @@ from nnlab.reporting.stats import group_stats
 
 NO_BOUNDARY = "no boundary.npz: trained by an older nnlab"
 
-CURVES_CAPTION = (
-    "Test accuracy (left) and training loss (right, log scale) against epoch: mean over seeds, band +- one "
-    "standard deviation, n seeds per setting. Dashed lines: the course report's final accuracy. "
-    "What to see: where each setting settles against the dashed line, how fast it gets there, "
-    "and how wide the spread over seeds is."
-)
 LENGTH_WHAT = (
-    "accuracy against the number of digits T: the course report's vanilla RNN reached 100% at T=5 (star) and fell as T "
-    "grew over 3..11; compare each model's line with that, and where it drops towards chance (10%)."
+    "the course report's vanilla RNN reached 100% at T=5 (the star) and fell as T grew over 3..11; "
+    "compare each model's line with that, and see where it drops towards chance (10%)."
 )
-BOUNDARY_CAPTION = (
-    "Decision boundaries: test points over what each setting's network predicts (first seed, the weights its "
-    "final test accuracy measured), shaded by its probability of class 1, with that accuracy. What to see: a "
-    "smooth boundary that follows the two moons; errors sit where the noisy moons overlap."
-)
+
+
+def curves_caption(n_seeds: list[int], one_eval: bool, refs: list[tuple[float, str]]) -> str:
+    """The learning-curve caption, saying only what ``plots.plot_curves_mean_std`` drew."""
+    text = (
+        "Test accuracy (left) and training loss (right, log scale) against epoch, one line per "
+        "setting: the mean over its n seeds"
+    )
+    spread = max(n_seeds, default=0) >= 2
+    if spread:
+        text += ", with a band of +- one sample standard deviation (clipped to [0, 1] for accuracy)"
+    else:
+        text += " (one seed per setting: no spread to show)"
+    text += "."
+    if one_eval:
+        text += " A setting evaluated once is drawn as a point" + (
+            ", its standard deviation as an error bar." if spread else "."
+        )
+    if refs:
+        styles = ["dashed", "dotted", "dash-dotted"]
+        lines = "; ".join(f"{styles[i % 3]}: {label}" for i, (_, label) in enumerate(refs))
+        text += (
+            f" Black horizontal lines, the course report's final accuracy for this setup ({lines})."
+        )
+        what = (
+            "where each setting settles against the course report's line and how fast it gets there"
+        )
+    else:
+        what = "how fast each setting learns and where it settles"
+    if spread:
+        what += ", and how wide the spread over seeds is"
+    return f"{text} What to see: {what}."
+
+
+def boundary_caption(panels: list[dict], data: str) -> str:
+    """The decision-boundary caption, saying only what ``plots.plot_decision_boundaries`` drew."""
+    two = all(
+        int(max(p["y"].max(), p["zz"].max())) <= 1 and p.get("prob") is not None for p in panels
+    )
+    shading = (
+        "shaded by its probability of class 1, the black line where that is 0.5"
+        if two
+        else "coloured by the predicted class"
+    )
+    what = (
+        "a smooth boundary that follows the two moons; errors sit where the noisy moons overlap."
+        if data == "moons"
+        else "a boundary that separates the classes without wrapping single points."
+    )
+    return (
+        "Decision boundaries: test points over what each setting's network predicts (its first seed, "
+        f"the weights its final test accuracy measured), {shading}, with that accuracy in the "
+        f"panel's title. What to see: {what}"
+    )
 
 
 def experiment_figures(exp: Experiment, fig_dir: Path, slug: str) -> list[tuple]:
     """Draw the experiment's figures into ``fig_dir``; returns report blocks:
     ``("figure", path, caption)``, or ``("p", text)`` where a figure cannot be drawn."""
     blocks: list[tuple] = []
-    refs: list[tuple[float, str]] = []  # dashed lines: the report's final accuracies
+    # Reference lines only where the setting is the course report's own (ref_cells' rule).
+    refs: list[tuple[float, str]] = []
     for g in group_stats(exp):
         r = g.reference
-        if r is not None and r.value is not None and r.metric == "final_test_acc":
+        if r is not None and r.value is not None and r.metric == "final_test_acc" and not g.why_not:
             line = (r.value, f"course report: {r.text}")
             refs += [line] if line not in refs else []
     if len(exp.groups) <= 6:
@@ -53,7 +97,11 @@ def experiment_figures(exp: Experiment, fig_dir: Path, slug: str) -> list[tuple]
                 title=f"{exp.preset}: learning curves",
                 references=refs,
             )
-            blocks.append(("figure", path, CURVES_CAPTION))
+            one_eval = any(
+                len({r["epoch"] for h in runs for r in h}) == 1 for runs in groups.values()
+            )
+            caption = curves_caption([len(v) for v in groups.values()], one_eval, refs)
+            blocks.append(("figure", path, caption))
     numeric = [
         k
         for k in exp.keys
@@ -65,18 +113,34 @@ def experiment_figures(exp: Experiment, fig_dir: Path, slug: str) -> list[tuple]
             {**r.point, key: float(r.point[key]), "final_test_acc": r.summary.get("final_test_acc")}
             for r in exp.runs
         ]
-        points = [(5.0, 1.0, "course report: 100% at T=5")] if key == "data.length" else []
+        star = key == "data.length"
+        points = [(5.0, 1.0, "course report: 100% at T=5")] if star else []
         name = key.split(".")[-1]
+        series = [k for k in exp.keys if k != key]
         path = plots.plot_metric_vs_param(
             rows,
             key,
             fig_dir / f"{slug}-accuracy-vs-{name}.png",
-            series=[k for k in exp.keys if k != key],
+            series=series,
             title=f"{exp.preset}: final test accuracy against {name}",
             references=points,
         )
-        what = LENGTH_WHAT if key == "data.length" else f"how final accuracy changes with {key}."
-        caption = f"Final test accuracy against {key}: mean over seeds (line), min-max over seeds (band). What to see: {what}"
+        counts: dict[tuple, int] = {}
+        for r in rows:
+            if r["final_test_acc"] is not None:
+                at = (*(r[k] for k in series), r[key])
+                counts[at] = counts.get(at, 0) + 1
+        band = (
+            ", with a band from the lowest to the highest seed"
+            if max(counts.values(), default=0) >= 2
+            else " (one seed per point: no band)"
+        )
+        what = LENGTH_WHAT if star else f"how final accuracy changes with {key}."
+        lines = f", one line per setting of {', '.join(series)}" if series else ""
+        caption = (
+            f"Final test accuracy against {key}{lines}: the mean over seeds (points joined by "
+            f"lines){band}. What to see: {what}"
+        )
         blocks.append(("figure", path, caption))
     if exp.runs[0].config["data"]["name"] in TOY_DATA:
         blocks += boundary_blocks(exp, fig_dir / f"{slug}-boundaries.png")
@@ -99,8 +163,9 @@ def boundary_blocks(exp: Experiment, path: Path) -> list[tuple]:
     blocks: list[tuple] = []
     if panels:
         title = f"{exp.preset}: test points and decision boundaries"
+        caption = boundary_caption(panels, str(exp.runs[0].config["data"]["name"]))
         blocks.append(
-            ("figure", plots.plot_decision_boundaries(panels, path, title=title), BOUNDARY_CAPTION)
+            ("figure", plots.plot_decision_boundaries(panels, path, title=title), caption)
         )
     if missing:
         blocks.append(("p", f"Decision boundaries of {', '.join(missing)}: {NO_BOUNDARY}."))

@@ -49,9 +49,13 @@ def curves_figure(history: Sequence[dict[str, float]], title: str = ""):
     fig = _figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.84, wspace=0.22)
+    # One evaluation is one point: a line through it would draw nothing.
+    marker = "o" if len(epochs) == 1 else None
     for split, style in (("train", "-"), ("test", "--")):
-        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=split)
-        ax_acc.plot(epochs, [r[f"{split}_acc"] for r in history], style, label=split)
+        ax_loss.plot(
+            epochs, [r[f"{split}_loss"] for r in history], style, marker=marker, label=split
+        )
+        ax_acc.plot(epochs, [r[f"{split}_acc"] for r in history], style, marker=marker, label=split)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
@@ -246,15 +250,30 @@ def plot_curves_mean_std(
     of its seeds' runs (``metrics.csv`` as ``read_metrics`` returns it). Seeds are
     aligned by epoch; a run that stopped early (``train.target_acc``) simply leaves
     the later epochs' statistics, so n can shrink along the curve (the legend
-    gives the largest n). ``references`` are ``(accuracy, label)`` horizontal
-    lines, e.g. the course report's final accuracy.
+    gives the largest n). The band is +- one sample std where two or more seeds
+    have the epoch, clipped to [0, 1] for accuracy (and, on the log loss axis, kept
+    above zero); a group with one evaluation is a point (with an error bar). ``references``
+    are ``(accuracy, label)`` horizontal black lines, dashed, then dotted, then dash-dotted.
     """
+    return save_figure(curves_mean_std_figure(groups, title, references), path)
+
+
+REFERENCE_STYLES = ("--", ":", "-.")  # the styles of plot_curves_mean_std's reference lines
+
+
+def curves_mean_std_figure(groups, title: str = "", references: Sequence[tuple[float, str]] = ()):
+    """The figure ``plot_curves_mean_std`` saves, left open."""
     import itertools
 
     import numpy as np
 
     fig = _figure(figsize=(10, 4), constrained_layout=True)
     ax_acc, ax_loss = fig.subplots(1, 2)
+    all_epochs = {row["epoch"] for runs in groups.values() for h in runs for row in h}
+    if len(all_epochs) == 1:  # points only: whole-epoch ticks, and accuracy on its full scale
+        for ax in (ax_acc, ax_loss):
+            ax.set_xticks(sorted(all_epochs))
+        ax_acc.set_ylim(-0.02, 1.02)
     for label, runs in groups.items():
         by_epoch: dict[float, list[tuple[float, float]]] = {}
         for history in runs:
@@ -265,15 +284,19 @@ def plot_curves_mean_std(
         mean = np.array([v.mean(axis=0) for v in vals])
         std = np.array([v.std(axis=0, ddof=1) if len(v) > 1 else np.zeros(2) for v in vals])
         for ax, col in ((ax_acc, 0), (ax_loss, 1)):
-            (line,) = ax.plot(epochs, mean[:, col], label=f"{label} (n={len(runs)})")
-            ax.fill_between(
-                epochs,
-                mean[:, col] - std[:, col],
-                mean[:, col] + std[:, col],
-                color=line.get_color(),
-                alpha=0.2,
-            )
-    for (value, label), style in zip(references, itertools.cycle(["--", ":", "-."])):
+            lo, hi = mean[:, col] - std[:, col], mean[:, col] + std[:, col]
+            if col == 0:  # an accuracy lies in [0, 1], and so does its band
+                lo, hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
+            else:  # a log axis cannot show zero or less: cut the band at a tenth of the mean
+                lo = np.where(lo > 0, lo, mean[:, col] / 10)
+            name = f"{label} (n={len(runs)})"
+            if len(epochs) == 1:  # one evaluation: a point, its spread as an error bar
+                yerr = [[mean[0, col] - lo[0]], [hi[0] - mean[0, col]]]
+                ax.errorbar(epochs, mean[:, col], yerr=yerr, fmt="o", capsize=4, label=name)
+                continue
+            (line,) = ax.plot(epochs, mean[:, col], label=name)
+            ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2)
+    for (value, label), style in zip(references, itertools.cycle(REFERENCE_STYLES)):
         ax_acc.axhline(value, color="k", linestyle=style, linewidth=1, label=label)
     ax_acc.set(
         xlabel="epoch", ylabel="test accuracy (mean +- std over seeds)", title="test accuracy"
@@ -284,9 +307,10 @@ def plot_curves_mean_std(
     # the loss falls over orders of magnitude; a log axis keeps the tail visible
     ax_loss.set_yscale("log")
     for ax in (ax_acc, ax_loss):
-        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
+        if len(all_epochs) > 1:
+            ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig

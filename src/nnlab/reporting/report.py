@@ -2,15 +2,19 @@
 
 The report reads only what training wrote (STYLE.md #8), through ``nnlab.runs``:
 each run folder's ``config.toml``, ``summary.json``, ``metrics.csv`` and
-``boundary.npz``, and each sweep folder's ``results.csv``. For every experiment
-(one run or sweep folder) it gives the setup (and what differs from its preset,
-e.g. a ``--quick`` scale), a table of mean +- std over seeds with n, its figures
-with captions, and the course report's own number beside ours.
+``boundary.npz``, and each sweep folder's ``results.csv``, found at any depth
+under the folders given. For every experiment (one run or sweep folder) it gives
+the setup (where its config came from and what differs from its preset, e.g. a
+``--quick`` scale), a table of mean +- std over seeds with n (no std for one run),
+its figures with captions, and the course report's own number beside ours,
+with a difference only where the setting is the course report's (``origin``).
+Unfinished runs are listed, not counted.
 
 The jobs, one file each: ``collect`` (the folders -> experiments), ``course``
-(the course report's numbers), ``stats`` (mean +- std, n), ``describe`` (setup,
-provenance), ``figures``, ``blocks`` (the document, built once) and ``render``
-(Markdown and HTML). Figures go to ``OUT/figures/*.png`` (linked from
+(the course report's numbers), ``origin`` (preset or own config; comparable or
+not), ``applies`` (which keys matter per family), ``stats`` (mean +- std, n),
+``describe`` (setup, provenance), ``figures``, ``blocks`` (the document, built
+once) and ``render`` (Markdown and HTML). Figures go to ``OUT/figures/*.png`` (linked from
 ``report.md``) and are embedded in ``report.html`` as base64, so the HTML opens
 from disk with no network.
 """
@@ -65,8 +69,9 @@ def format_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def print_notices(notices: list[str]) -> None:
+    """One line each on stderr, e.g. ``nnlab report: unfinished: RUN (epoch 3 of 10); not in the tables``."""
     for n in notices:
-        print(f"nnlab report: {n}", file=sys.stderr)
+        print(f"nnlab report: {n}; not in the tables", file=sys.stderr)
 
 
 __all__ = ["write_report", "collect", "course_reference", "Reference", "format_table"]

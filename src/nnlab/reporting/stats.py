@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nnlab.reporting.course import Reference, course_reference
+from nnlab.reporting.origin import not_comparable
 
 if TYPE_CHECKING:
     from nnlab.reporting.collect import Experiment
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
-    """Mean, sample standard deviation (n-1; 0 for one value) and n."""
+    """Mean, sample standard deviation (n-1) and n. The std of one value is undefined: it is
+    returned as 0.0 for the arithmetic of callers, and never printed (``format_mean_std``)."""
     n = len(values)
     if n == 0:
         return math.nan, math.nan, 0
@@ -56,11 +58,18 @@ def format_summary(
     for row in table:
         label = "  ".join(f"{k}={row[k]}" for k in keys) or "all runs"
         failed = f", {row['failed']} diverged" if row.get("failed") else ""
+        value = format_mean_std(row["mean"], row["std"], row["n"])
         lines.append(
-            f"{label}: {metric} {row['mean']:.4f} +- {row['std']:.4f} (n={row['n']}{failed}), "
-            f"{row['seconds']:.1f} s per run"
+            f"{label}: {metric} {value} (n={row['n']}{failed}), {row['seconds']:.1f} s per run"
         )
     return "\n".join(lines)
+
+
+def format_mean_std(mean: float, std: float, n: int, spec: str = ".4f") -> str:
+    """``mean +- std``, or ``mean`` alone where the std is undefined (n < 2): never ``+- 0`` for one run."""
+    if n < 2 or math.isnan(std):
+        return format(mean, spec)
+    return f"{mean:{spec}} +- {std:{spec}}"
 
 
 # --------------------------------------------------------------------------- the report's settings
@@ -77,6 +86,8 @@ class GroupStats:
     best: tuple[float, float]
     seconds: float
     reference: Reference | None
+    # why the course report's number is not comparable with ours ("" if it is): origin.not_comparable
+    why_not: str = ""
 
     @property
     def ours(self) -> float:
@@ -94,21 +105,33 @@ def group_stats(exp: Experiment) -> list[GroupStats]:
         fm, fs, n = mean_std([float(s["final_test_acc"]) for s in ok])
         bm, bs, _ = mean_std([float(s["best_test_acc"]) for s in ok])
         secs, _, _ = mean_std([float(s.get("train_seconds") or 0.0) for s in ok])
-        ref = course_reference(runs[0].config)
-        out.append(GroupStats(exp.label(values), n, len(runs) - n, (fm, fs), (bm, bs), secs, ref))
+        cfg = runs[0].config
+        ref = course_reference(cfg)
+        why = not_comparable(exp.preset, cfg) if ref is not None else ""
+        stats = GroupStats(exp.label(values), n, len(runs) - n, (fm, fs), (bm, bs), secs, ref, why)
+        out.append(stats)
     return out
 
 
-def pct(mean: float, std: float | None = None) -> str:
+def pct(mean: float, std: float | None = None, n: int = 0) -> str:
+    """A percentage: ``mean +- std%`` where the std is defined (n >= 2 given), else ``mean%``."""
     if math.isnan(mean):
         return "-"
-    return f"{100 * mean:.2f}%" if std is None else f"{100 * mean:.2f} +- {100 * std:.2f}%"
+    if std is None or n < 2:
+        return f"{100 * mean:.2f}%"
+    return f"{format_mean_std(100 * mean, 100 * std, n, '.2f')}%"
 
 
 def ref_cells(g: GroupStats) -> tuple[str, str]:
-    """(the course report's number, ours minus it in percentage points)."""
+    """(the course report's number, ours minus it in percentage points, or why not).
+
+    The difference is given only where the setting is the course report's own
+    (``origin.not_comparable``); elsewhere its number stays, for reference.
+    """
     if g.reference is None:
         return "-", "-"
     if g.reference.value is None or g.n == 0:
         return g.reference.text, "-"
+    if g.why_not:
+        return g.reference.text, f"not comparable: {g.why_not}"
     return g.reference.text, f"{100 * (g.ours - g.reference.value):+.1f} pts"
