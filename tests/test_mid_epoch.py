@@ -110,3 +110,24 @@ def test_checkpoints_wait_for_their_interval(tmp_path):
     rows = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[1:]
     best_epoch = max(range(len(rows)), key=lambda i: (float(rows[i].split(",")[5]), -i)) + 1
     assert best["epoch"] == best_epoch
+
+
+def test_lines_progress_reports_steps_and_an_eta(capsys):
+    from nnlab.engine.progress import Progress
+
+    bar = Progress(4, "demo", "lines", steps_per_epoch=10, done=20, every_s=0.0)
+    bar.step(3, 25)  # a resumed run: 20 steps were trained before this process
+    err = capsys.readouterr().err
+    assert "epoch 3/4  step 25/40" in err and "steps/s" in err and "ETA" in err
+    bar.update(4, {"train_loss": 0.5, "train_acc": 0.8, "test_loss": 0.6, "test_acc": 0.75})
+    assert "test_acc 0.7500" in capsys.readouterr().err
+
+
+def test_sweeps_take_progress(cli, tmp_path):
+    proc = cli(
+        "sweep", "moons", "--grid", "optim.lr=1e-2", "--seeds", "2", "--progress", "lines",
+        "--set", "train.epochs=5", "--set", "model.dropout=0.1", "--out", str(tmp_path / "s"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    # each run's own lines (dropout keeps them lone runs), then the sweep's line per run
+    assert "epoch 5/5" in proc.stderr and "[2/2]" in proc.stderr

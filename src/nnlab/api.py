@@ -148,7 +148,10 @@ def train(
     from nnlab.experiments.sweep import run_sweep
 
     folder = Path(out) if out is not None else default_out(cfg.name, "-seeds")
-    run_sweep(cfg, {}, seed_list, folder, jobs=jobs, rerun=rerun, announce=out is None)
+    shown = progress or "off"  # several runs: a line each as they finish, unless asked
+    run_sweep(
+        cfg, {}, seed_list, folder, jobs=jobs, rerun=rerun, announce=out is None, progress=shown
+    )
     return Sweep(folder)
 
 
@@ -176,6 +179,7 @@ def sweep(
     device: str | None = None,
     jobs: int = 1,
     rerun: bool = False,
+    progress: str | None = None,
     **sections: Mapping[str, Any],
 ) -> Sweep:
     """Train every point of ``grid`` x ``seeds``, like ``nnlab sweep``; returns the ``Sweep``.
@@ -187,7 +191,8 @@ def sweep(
     this one and resumes the unfinished ones; a run folder trained with another
     config raises ``RunError`` naming it and what differs, unless ``rerun=True``,
     which deletes and retrains such runs. ``results.csv`` lists every finished run
-    in the folder. ``jobs`` worker processes share the CPU.
+    in the folder. ``jobs`` worker processes share the CPU. ``progress`` (``lines``,
+    ``bar``) shows each run's progress too; by default a line per finished run.
     """
     from nnlab.experiments.sweep import parse_grid_arg, run_sweep
 
@@ -209,7 +214,16 @@ def sweep(
     seed_list = _seed_list(seeds, cfg.train.seed)
     _check_runnable(cfg, seeds=len(seed_list))
     folder = Path(out) if out is not None else default_out(f"sweep-{cfg.name}")
-    run_sweep(cfg, points, seed_list, folder, jobs=jobs, rerun=rerun, announce=out is None)
+    run_sweep(
+        cfg,
+        points,
+        seed_list,
+        folder,
+        jobs=jobs,
+        rerun=rerun,
+        announce=out is None,
+        progress=progress or "off",
+    )
     return Sweep(folder)
 
 

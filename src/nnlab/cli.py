@@ -89,7 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
             "differs from this one (else such a rerun is refused)",
         )
 
-    progress_help = "progress display: a bar, a line per tenth of training, or nothing (auto: a bar on a terminal)"
+    def add_progress(s, help: str) -> None:
+        s.add_argument(
+            "--progress", choices=["auto", "bar", "lines", "off"], default="auto", help=help
+        )
+
+    progress_help = (
+        "progress display: a bar over steps, a line per tenth of training and at least every "
+        "30 s, or nothing (auto: a bar on a terminal)"
+    )
     s = sub.add_parser("train", help="train one run (or one per seed with --seeds)")
     add_config_args(s, None, optional=True)
     s.add_argument(
@@ -97,12 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="continue the unfinished run folder RUN from its last checkpoint",
     )
-    s.add_argument(
-        "--progress",
-        choices=["auto", "bar", "lines", "off"],
-        default="auto",
-        help=progress_help,
-    )
+    add_progress(s, progress_help)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("resume", help="continue an unfinished run from its last checkpoint")
@@ -112,9 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "cpu", "cuda", "mps"],
         help="train on another device than before",
     )
-    s.add_argument(
-        "--progress", choices=["auto", "bar", "lines", "off"], default="auto", help=progress_help
-    )
+    add_progress(s, progress_help)
     s.set_defaults(func=cmd_resume)
 
     s = sub.add_parser(
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=V1,V2|KEY=A..B",
         help="values to sweep (repeatable: a product)",
     )
+    add_progress(s, "each run's progress too (auto: only a line per finished run)")
     s.set_defaults(func=cmd_sweep)
 
     add_data_command(sub)

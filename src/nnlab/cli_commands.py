@@ -151,7 +151,15 @@ def cmd_sweep(args) -> int:
     cfg = _config_from_args(args)
     grid = dict(parse_grid_arg(item, cfg) for item in args.grid or [])
     # The preset's own [sweep] table is the base grid; --grid adds keys or replaces their values.
-    result = api.sweep(cfg, grid, seeds=args.seeds, out=args.out, jobs=args.jobs, rerun=args.rerun)
+    result = api.sweep(
+        cfg,
+        grid,
+        seeds=args.seeds,
+        out=args.out,
+        jobs=args.jobs,
+        rerun=args.rerun,
+        progress=_progress(args),
+    )
     print(result.format_summary())
     print(f"sweep folder: {result.path} (results.csv)")
     return 0

@@ -195,7 +195,9 @@ def stack_data(bundles: list[DataBundle], seeds: list[int]) -> DataBundle | None
     )
 
 
-def run_stack(cfgs: list[Config], bundles: list[DataBundle], folders: list[Path]) -> list[dict]:
+def run_stack(
+    cfgs: list[Config], bundles: list[DataBundle], folders: list[Path], progress: str = "off"
+) -> list[dict]:
     """Train runs that differ only in seed (and data) as one ``StackedMLP``; one folder each.
 
     Each member's folder is what its lone run writes (same files, same checkpoint
@@ -222,11 +224,11 @@ def run_stack(cfgs: list[Config], bundles: list[DataBundle], folders: list[Path]
     runs = [start_run(f, c) for f, c in zip(folders, cfgs, strict=True)]
     started, sink = time.time(), StackSink(runs, cfgs)
     try:
-        result = fit(cfg, model, data, device, sink, progress="off", plan=plan)
+        result = fit(cfg, model, data, device, sink, progress=progress, plan=plan)
     except TrainingDiverged:
         for run in runs:
             shutil.rmtree(run.path)
-        return [_train_or_resume(c, f, 0) for c, f in zip(cfgs, folders, strict=True)]
+        return [_train_or_resume(c, f, 0, progress) for c, f in zip(cfgs, folders, strict=True)]
     shared = shared_provenance()
     summaries = []
     for s, (c, b, run) in enumerate(zip(cfgs, bundles, runs, strict=True)):
@@ -255,12 +257,16 @@ def _member_predictor(model, member: int):
     return predict
 
 
-def train_group(group: list[tuple[str, Config]], out: str, threads: int) -> list[tuple[str, dict]]:
-    """Train a sweep's group of runs into ``out`` (see ``group_runs``); ``(name, summary)`` each."""
+def train_group(
+    group: list[tuple[str, Config]], out: str, threads: int, progress: str = "off"
+) -> list[tuple[str, dict]]:
+    """Train a sweep's group of runs into ``out`` (see ``group_runs``); ``(name, summary)`` each.
+
+    ``progress`` (``off``, ``lines``, ``bar``) is each run's or stack's own display."""
     if threads:
         limit_cpu_threads(threads)
     if len(group) == 1 or stack_key(group[0][1]) is None:
-        return [(n, _train_or_resume(c, Path(out) / n, threads)) for n, c in group]
+        return [(n, _train_or_resume(c, Path(out) / n, threads, progress)) for n, c in group]
     bundles = []
     for _, cfg in group:
         seed_everything(cfg.train.seed)  # as run_training: data, then weights, from the seed
@@ -278,7 +284,7 @@ def train_group(group: list[tuple[str, Config]], out: str, threads: int) -> list
         folders = [Path(out) / names[i] for i in members]
         if len(members) == 1 or stack_data(m_bundles, [0] * len(members)) is None:
             results += [
-                (names[i], _train_or_resume(cfgs[i], Path(out) / names[i], threads))
+                (names[i], _train_or_resume(cfgs[i], Path(out) / names[i], threads, progress))
                 for i in members
             ]
         elif m_cfgs[0].model.backend == "numpy":
@@ -289,7 +295,9 @@ def train_group(group: list[tuple[str, Config]], out: str, threads: int) -> list
             )
         else:
             results += zip(
-                [names[i] for i in members], run_stack(m_cfgs, m_bundles, folders), strict=True
+                [names[i] for i in members],
+                run_stack(m_cfgs, m_bundles, folders, progress),
+                strict=True,
             )
     return results
 
@@ -302,15 +310,17 @@ def group_runs(todo: list[tuple[str, Config]]) -> list[list[tuple[str, Config]]]
     return list(groups.values())
 
 
-def _train_or_resume(cfg: Config, folder: Path, threads: int) -> dict[str, Any]:
+def _train_or_resume(
+    cfg: Config, folder: Path, threads: int, progress: str = "off"
+) -> dict[str, Any]:
     """One run of a sweep: resumed when it has a checkpoint, restarted when it has none."""
     if threads:
         limit_cpu_threads(threads)
     try:
         if (folder / "checkpoints" / "last.pt").exists():  # interrupted: go on from there
-            return resume_training(folder, cfg, progress="off")
+            return resume_training(folder, cfg, progress=progress)
         if folder.exists():  # interrupted before its first checkpoint: start it again
             shutil.rmtree(folder)
-        return run_training(cfg, folder, progress="off")
+        return run_training(cfg, folder, progress=progress)
     except TrainingDiverged:
         return read_json(folder / "summary.json")  # recorded as diverged; the sweep goes on

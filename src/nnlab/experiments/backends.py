@@ -28,17 +28,22 @@ def group_runs(todo: Group) -> list[Group]:
     return engine_group_runs(todo)
 
 
-def train_group(group: Group, out: str, threads: int) -> list[tuple[str, dict[str, Any]]]:
+def train_group(
+    group: Group, out: str, threads: int, progress: str = "off"
+) -> list[tuple[str, dict[str, Any]]]:
     """Train one group into ``out`` (seeds stacked where they may be); ``(name, summary)`` per run."""
     from nnlab.engine.run import train_group as engine_train_group
 
-    return engine_train_group(group, out, threads)
+    return engine_train_group(group, out, threads, progress)
 
 
-def run_local(groups: list[Group], out: Path, jobs: int, on_done: OnDone) -> None:
+def run_local(
+    groups: list[Group], out: Path, jobs: int, on_done: OnDone, progress: str = "off"
+) -> None:
     """Train ``groups`` into ``out``: in this process (``jobs`` = 1) or in ``jobs`` workers.
 
-    ``on_done(name, summary)`` runs in this process as each run finishes. Workers
+    ``on_done(name, summary)`` runs in this process as each run finishes; ``progress`` is
+    each run's own display (``off``, ``lines``, ``bar``). Workers
     split the cores between them. Ctrl-C (or a failed run) stops every worker at
     once rather than after the queued runs; what they wrote stays consistent,
     since runs write files atomically and resume from their last checkpoint.
@@ -46,7 +51,7 @@ def run_local(groups: list[Group], out: Path, jobs: int, on_done: OnDone) -> Non
     jobs = max(1, min(jobs, len(groups) or 1))
     if jobs == 1:
         for group in groups:
-            for name, summary in train_group(group, str(out), 0):
+            for name, summary in train_group(group, str(out), 0, progress):
                 on_done(name, summary)
         return
     import multiprocessing as mp
@@ -57,7 +62,7 @@ def run_local(groups: list[Group], out: Path, jobs: int, on_done: OnDone) -> Non
     context = mp.get_context("spawn")
     pool_args = {"mp_context": context, "initializer": _init_worker, "initargs": (threads,)}
     with ProcessPoolExecutor(max_workers=jobs, **pool_args) as pool:
-        futures = [pool.submit(train_group, group, str(out), threads) for group in groups]
+        futures = [pool.submit(train_group, group, str(out), threads, progress) for group in groups]
         try:
             for fut in as_completed(futures):
                 for name, summary in fut.result():

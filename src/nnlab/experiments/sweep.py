@@ -102,6 +102,7 @@ def run_sweep(
     jobs: int = 1,
     rerun: bool = False,
     announce: bool = False,
+    progress: str = "off",
 ) -> list[dict[str, Any]]:
     """Run every (grid point, seed) not finished yet; write ``results.csv``; return its rows.
 
@@ -162,7 +163,7 @@ def run_sweep(
         write_results(out, planned, keys)
 
     # runs that differ only in seed train together, as one stack
-    run_local(group_runs(todo), out, jobs, report)
+    run_local(group_runs(todo), out, jobs, report, progress)
     rows = write_results(out, planned, keys)
     write_summary_table(out, rows, keys)
     from nnlab.reporting.plots import plot_sweep_boundaries, plot_sweep_metric
