@@ -131,3 +131,25 @@ def test_sweeps_take_progress(cli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     # each run's own lines (dropout keeps them lone runs), then the sweep's line per run
     assert "epoch 5/5" in proc.stderr and "[2/2]" in proc.stderr
+
+
+def test_a_cut_after_an_epochs_last_step_resumes_to_the_evaluation(tmp_path, monkeypatch):
+    """The checkpoint after an epoch's last step, then a crash before its evaluation was saved:
+    the resumed epoch has no batch left (a loader must yield none, not an empty one)."""
+    common = [
+        "train.epochs=4",
+        "data.n_samples=400",  # 320 training points: 20 steps of 16 an epoch
+        "train.batch_size=16",
+        "model.dropout=0.1",
+        "schedule.name=cosine",
+    ]
+    run_training(
+        load_config("moons", [*common, "train.checkpoint_every_s=0"]),
+        tmp_path / "a",
+        progress="off",
+    )
+    cfg = load_config("moons", [*common, "train.checkpoint_every_s=1e-9"])
+    # saves: 20 steps + 1 evaluation for epoch 1, then epoch 2's 20 steps: the 42nd is after
+    # its last step, the 43rd its evaluation's
+    _cut_and_resume(cfg, tmp_path / "b", monkeypatch, stop_at=43)
+    _same_run(tmp_path / "a", tmp_path / "b")

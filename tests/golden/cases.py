@@ -35,6 +35,9 @@ class Case:
     cifar10: bool = False
 
 
+TANH = "model.activation=tanh"  # the moons preset as recorded
+
+
 def _sets(*pairs: str) -> tuple[str, ...]:
     return tuple(a for kv in pairs for a in ("--set", kv))
 
@@ -52,7 +55,11 @@ SHORT_PALINDROMES = _sets(
 
 CASES: list[Case] = [
     # Adam + cosine, Tanh MLP: the manual (hand-derived gradient) step on the CPU.
-    Case("moons", ("train", "moons", *_sets("train.epochs=20"), "--seed", "0", *QUIET)),
+    # The moons preset was re-chosen on a validation split after the recording (ReLU, 60
+    # epochs); these cases keep the recorded Tanh. (As for the palindrome presets below,
+    # record.py with the pre-redesign code needs such post-recording --set lines removed
+    # where that code lacks the key.)
+    Case("moons", ("train", "moons", *_sets("train.epochs=20", TANH), "--seed", "0", *QUIET)),
     # The course report's SGD Sigmoid MLP, in torch and in the from-scratch NumPy MLP.
     Case("seed-moons", ("train", "seed-moons", *_sets("train.epochs=60"), "--seed", "0", *QUIET)),
     Case(
@@ -67,7 +74,10 @@ CASES: list[Case] = [
         ),
     ),
     # --seeds 3: the seeds train together as one stacked model, then split into run folders.
-    Case("moons-seeds3", ("train", "moons", "--seeds", "3", *_sets("train.epochs=20"), *QUIET)),
+    Case(
+        "moons-seeds3",
+        ("train", "moons", "--seeds", "3", *_sets("train.epochs=20", TANH), *QUIET),
+    ),
     # Vanilla RNN, RMSprop, StepLR, gradient clipping.
     # The palindrome presets now hold out a validation split (data.val_fraction, added after
     # the recording): without it they train exactly as recorded. (record.py with the
@@ -133,7 +143,8 @@ CASES: list[Case] = [
         (
             "train",
             "moons",
-            *_sets("train.epochs=100", "train.eval_every=1"),
+            # a checkpoint at every evaluation, so the kill lands after some
+            *_sets("train.epochs=100", "train.eval_every=1", TANH, "train.checkpoint_every_s=0"),
             "--seed",
             "0",
             *QUIET,
@@ -148,7 +159,7 @@ CASES: list[Case] = [
             "moons",
             "--device",
             "cpu",
-            *_sets("train.epochs=20"),
+            *_sets("train.epochs=20", TANH),
             "--seed",
             "0",
             *QUIET,

@@ -101,6 +101,8 @@ class TensorLoader:
         self.generator = g
         n_full = len(self) * self.batch_size if self.drop_last else len(x)
         skip = self.start_batch * self.batch_size
+        if skip >= n_full:  # resumed after its last batch (split would yield one empty batch)
+            return
         for xb, yb in zip(
             x[skip:n_full].split(self.batch_size),
             y[skip:n_full].split(self.batch_size),
