@@ -28,6 +28,15 @@ AUGMENTS = ("crop", "translate", "flip", "cutout")  # image batch transforms, nn
 _WIDTH_TOKEN = re.compile(r"R?[1-9]\d*|M3?|A|GM?|F[1-9]\d*")
 
 
+def _utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (a non-UTF-8 file name decodes to lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _require(ok: bool, key: str, allowed: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{key}: {allowed}, got {value!r}")
@@ -83,6 +92,12 @@ def _check_data(cfg: Config) -> None:
         d.epoch_size,
     )
     _require(d.image_size >= 4, "data.image_size", "must be >= 4", d.image_size)
+    _require(
+        _utf8(d.dir) and _utf8(cfg.train.init_from),
+        "data.dir" if not _utf8(d.dir) else "train.init_from",
+        "must be a path that is valid UTF-8 (config.toml must read back; rename the folder)",
+        d.dir if not _utf8(d.dir) else cfg.train.init_from,
+    )
     for a in d.augment:
         _choice("data.augment", a, AUGMENTS)
     _require(

@@ -233,24 +233,85 @@ def write_cache(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any
         raise
 
 
+def _damaged(folder: Path, what: str) -> DataError:
+    """The one line for a bad cache: the file, what is wrong, and how to rebuild it."""
+    if folder.name == CACHE_NAME:
+        fix = "re-import it with 'nnlab data cifar10 --archive PATH/cifar-10-python.tar.gz'"
+    else:
+        fix = f"delete {folder} and run again to rebuild it from data.dir"
+    return DataError(f"{what}; {fix}")
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """A cache's ``meta.json``, checked: a JSON object with counts, class names and per-channel
+    mean/std; else a one-line DataError naming the file and how to rebuild the cache."""
+    path = folder / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _damaged(folder, f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _damaged(folder, f"{path}: not valid JSON ({str(exc)[:80]})") from None
+    if not isinstance(meta, dict):
+        raise _damaged(folder, f"{path}: not a JSON object")
+    for key in ("n_train", "n_test"):
+        if type(meta.get(key)) is not int or meta[key] < 0:
+            raise _damaged(folder, f"{path}: {key} must be a count")
+    classes = meta.get("classes", CLASSES)
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise _damaged(folder, f"{path}: classes must be a list of names")
+    for key in ("mean", "std"):
+        value = meta.get(key)
+        if not isinstance(value, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
+            raise _damaged(folder, f"{path}: {key} must be a list of numbers (one per channel)")
+    if any(v <= 0 for v in meta["std"]) or len(meta["mean"]) != len(meta["std"]):
+        raise _damaged(folder, f"{path}: std must be positive, one per channel like mean")
+    return meta
+
+
 def read_cache(
     folder: Path, names: tuple[str, ...] = ARRAYS
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-    """Memory-map a cache folder written by ``write_cache``; None if there is no complete cache."""
+    """Memory-map a cache folder written by ``write_cache``; None if there is no complete cache.
+
+    ``meta.json`` and the arrays are checked (``read_meta``; images (N, C, H, W) uint8 with C
+    = len(mean), labels (N,) integers in 0..len(classes)-1, N as meta.json says): a bad file
+    is a one-line DataError naming it and how to rebuild the cache.
+    """
     if not (folder / "meta.json").is_file():
         return None
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        # mmap_mode="c": copy-on-write, so torch.from_numpy gets a writable array without a copy.
-        arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="c", allow_pickle=False) for n in names}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{folder}: damaged cache ({exc}); import the data again") from None
+    meta = read_meta(folder)
+    arrays = {}
+    for n in names:
+        path = folder / f"{n}.npy"
+        try:
+            # mmap_mode="c": copy-on-write, so torch.from_numpy gets a writable array without a copy.
+            arrays[n] = np.load(path, mmap_mode="c", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise _damaged(folder, f"{path}: damaged cache ({str(exc)[:80]})") from None
     for split in ("train", "test"):
-        if len(arrays[f"x_{split}"]) != meta.get(f"n_{split}") or len(
-            arrays[f"y_{split}"]
-        ) != meta.get(f"n_{split}"):
-            raise DataError(
-                f"{folder}: damaged cache (counts differ from meta.json); import the data again"
+        x, y, count = arrays[f"x_{split}"], arrays[f"y_{split}"], meta[f"n_{split}"]
+        where = folder / f"x_{split}.npy"
+        if x.ndim != 4 or x.dtype != np.uint8 or x.shape[1] != len(meta["mean"]):
+            raise _damaged(
+                folder,
+                f"{where}: expected (N, {len(meta['mean'])}, H, W) uint8 images, "
+                f"got {x.shape} {x.dtype}",
+            )
+        where = folder / f"y_{split}.npy"
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            raise _damaged(
+                folder, f"{where}: expected (N,) integer labels, got {y.shape} {y.dtype}"
+            )
+        if len(x) != count or len(y) != count:
+            raise _damaged(folder, f"{folder}: damaged cache (counts differ from meta.json)")
+        if count and (int(y.min()) < 0 or int(y.max()) >= len(meta.get("classes", CLASSES))):
+            raise _damaged(
+                folder,
+                f"{where}: labels must be in 0..{len(meta.get('classes', CLASSES)) - 1}, "
+                f"found {int(y.min())}..{int(y.max())}",
             )
     return arrays, meta
 
@@ -320,11 +381,11 @@ def cache_lines(root: str | os.PathLike | None = None) -> list[str]:
         meta_path = folder / "meta.json"
         if not meta_path.is_file():
             continue
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = read_meta(folder)
         size = sum(p.stat().st_size for p in folder.glob("*.npy")) / 2**20
         name = "cifar10" if folder.name == CACHE_NAME else f"imagefolder {folder.name}"
         lines.append(
-            f"{name}: {meta['n_train']} train + {meta['n_test']} test images, {len(meta['classes'])} classes, "
+            f"{name}: {meta['n_train']} train + {meta['n_test']} test images, {len(meta.get('classes', CLASSES))} classes, "
             f"{size:.0f} MiB in {folder} (from {describe_source(meta)})"
         )
         if name == "cifar10" and meta.get("source_kind") == "imagefolder":

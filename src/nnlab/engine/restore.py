@@ -16,6 +16,7 @@ from nnlab.config import Config
 from nnlab.data import DataBundle, load_data
 from nnlab.errors import ConfigError
 from nnlab.runs import RunFolder, load_checkpoint
+from nnlab.runs.files import check_weights_fit
 
 
 def run_data(cfg: Config) -> DataBundle:
@@ -26,7 +27,9 @@ def run_data(cfg: Config) -> DataBundle:
 def load_run_model(folder: RunFolder, which: str = "final", device: str = "cpu") -> Any:
     """``final`` (what ``final_test_acc`` measured: ``best`` when the run restored its best
     checkpoint, else ``last``), ``best`` or ``last``. A NumPy backend run gives its
-    ``nnlab.numpy_mlp`` MLP (``.forward(x)`` -> logits)."""
+    ``nnlab.numpy_mlp`` MLP (``.forward(x)`` -> logits). A checkpoint that is not an nnlab
+    checkpoint, or whose weights do not fit the model config.toml builds, is a one-line
+    RunError naming the file (and the keys that differ)."""
     if which not in ("final", "best", "last"):
         raise ConfigError(f"which: must be one of final, best, last, got {which!r}")
     path = folder.checkpoint_path("reported" if which == "final" else which)
@@ -40,6 +43,7 @@ def load_run_model(folder: RunFolder, which: str = "final", device: str = "cpu")
     state = load_checkpoint(path, map_location=device)
     data = run_data(cfg)  # the model's input shape and class count come from its data
     model = build_model(cfg.model, data.input_shape, data.n_classes)
+    check_weights_fit(state["model"], model, path)  # another architecture's checkpoint: one line
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 

@@ -4,6 +4,7 @@ starts a new run from an earlier run's weights (``train.init_from``)."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from nnlab.config import Config
 from nnlab.engine import distributed
 from nnlab.errors import ConfigError
 from nnlab.runs import RunDir, load_checkpoint
+from nnlab.runs.write import folder_lock, never_started
 
 
 def load_initial_weights(model: nn.Module, source: str) -> None:
@@ -56,12 +58,33 @@ def load_resume_state(
     Repairs ``metrics.csv`` to the checkpoint: rows past it (written just before
     a crash) and a torn last line are dropped, and are recomputed on resume.
     ``requested``, when given, must match the saved config (the device may differ).
+    Done under ``out``'s lock (a run another process is writing: one line, nothing touched).
     """
+    # no config.toml: refused below without a write, so no lock (nor lock file) is needed
+    mine = distributed.is_main() and (Path(out) / "config.toml").is_file()
+    with folder_lock(out) if mine else nullcontext():
+        return _load_resume_state(out, requested)
+
+
+def _load_resume_state(
+    out: Path, requested: Config | None = None
+) -> tuple[Config, dict[str, Any] | None]:
     from nnlab.config import load_config
     from nnlab.errors import RunError
     from nnlab.runs import repair_metrics
 
     run = RunDir(out)
+    config = run.path / "config.toml"
+    if (
+        not config.is_file()
+        and run.path.is_dir()
+        and any(run.path.iterdir())
+        and never_started(run.path)
+    ):
+        raise RunError(
+            f"{out}: its creation was interrupted before config.toml was written, so there is "
+            f"nothing to resume; start it again with nnlab train ... --out {out}"
+        )
     if not (run.path / "config.toml").is_file():
         raise RunError(f"{out}: not an nnlab run folder (no config.toml)")
     if run.finished:
@@ -70,9 +93,10 @@ def load_resume_state(
     for stale in (
         [*run.path.glob(".*.tmp"), *run.checkpoints.glob(".*.tmp")] if distributed.is_main() else []
     ):
-        stale.unlink()  # a temp file from a write the crash interrupted; its target is intact
+        if stale.is_file():  # a temp file from a write the crash interrupted; its target is intact
+            stale.unlink()
     state = (
-        load_checkpoint(run.checkpoints / "last.pt")
+        load_checkpoint(run.checkpoints / "last.pt", need="resume")
         if (run.checkpoints / "last.pt").exists()
         else None
     )

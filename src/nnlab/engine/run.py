@@ -12,8 +12,8 @@ before a folder is created, so a rejected run leaves nothing behind.
 
 from __future__ import annotations
 
-import shutil
 import time
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,10 @@ from nnlab.engine.sinks import (
     start_run,
 )
 from nnlab.engine.tensorboard_log import TensorBoardLog, check_available
-from nnlab.errors import TrainingDiverged
+from nnlab.errors import RunError, TrainingDiverged
 from nnlab.models import build_model
 from nnlab.runs import RunDir, completed_summary, read_json
-from nnlab.runs.write import metric_columns
+from nnlab.runs.write import clear_folder, folder_lock, metric_columns, never_started
 
 # Inputs of a whole stack above this many numbers (80 MB in float32) train alone.
 MAX_STACK_ELEMENTS = 20_000_000
@@ -57,7 +57,22 @@ def run_training(
     """Train one run into the folder ``out`` and return its summary.
 
     ``resume`` (from ``engine.resume.load_resume_state``) continues a run already in ``out``.
+    The process holds ``out``'s lock (``runs.write.folder_lock``) for the whole run: taken
+    at once when ``out`` exists, else when the folder is created (under torchrun, rank 0).
     """
+    with ExitStack() as held:
+        main = distributed.is_main()  # RANK from the environment, before the group is joined
+        if main and Path(out).is_dir():
+            held.enter_context(folder_lock(out))  # a second writer stops here, touching nothing
+
+        def lock() -> None:
+            if main:
+                held.enter_context(folder_lock(out))
+
+        return _run_training(cfg, Path(out), progress, resume, lock)
+
+
+def _run_training(cfg: Config, out: Path, progress, resume, lock) -> dict[str, Any]:
     check_available(cfg)  # train.tensorboard without the package: one line, before any write
     # under torchrun: join the process group, take this rank's GPU
     device = distributed.setup(cfg, select_device(cfg.train.device))
@@ -66,7 +81,11 @@ def run_training(
     data = load_data(cfg.data, cfg.train.seed)
     if cfg.model.backend == "numpy":  # the from-scratch MLP: its own loop, the same run folder
         from nnlab.engine.numpy_run import run_numpy
+        from nnlab.numpy_mlp.fit import to_arrays
 
+        to_arrays(data)  # bad data (NaN, wrong shapes): one line before the folder exists
+        lock()
+        start_over([out])
         return run_numpy([cfg], [data], [Path(out)], progress=progress)[0]
     seed_everything(cfg.train.seed)  # the model's initial weights depend on the seed only
     model = build_model(cfg.model, data.input_shape, data.n_classes).to(device)
@@ -78,6 +97,8 @@ def run_training(
         set_cpu_threads(cfg.train.threads, n_params, data.input_shape)
     run = RunDir(out) if distributed.is_main() else None  # under torchrun only rank 0 writes
     if run is not None and resume is None:
+        lock()
+        start_over([out])
         run.create(to_toml(cfg), metric_columns(bool(cfg.data.val_fraction)))
     started = time.time()
     info = provenance(
@@ -113,11 +134,26 @@ def run_training(
 def resume_training(
     out: Path, requested: Config | None = None, *, progress: str | None = None
 ) -> dict[str, Any]:
-    """Continue the unfinished run in ``out`` from its last checkpoint (or from the start if it has none)."""
-    cfg, state = load_resume_state(out, requested)
-    if state is None:  # killed before its first evaluation: nothing to keep
-        return run_training(cfg, out, progress=progress)
-    return run_training(cfg, out, progress=progress, resume=state)
+    """Continue the unfinished run in ``out`` from its last checkpoint (or from the start if it has none).
+
+    ``out``'s lock is held from before anything is read until the run ends."""
+    mine = distributed.is_main() and (Path(out) / "config.toml").is_file()
+    with folder_lock(out) if mine else nullcontext():
+        cfg, state = load_resume_state(out, requested)
+        if state is None:  # killed before its first evaluation: nothing to keep
+            return run_training(cfg, out, progress=progress)
+        return run_training(cfg, out, progress=progress, resume=state)
+
+
+def start_over(folders: list[Path]) -> None:
+    """Empty run folders (held locked) for new runs: an unfinished run or one whose creation
+    was cut short (``never_started``); a finished run or a foreign folder is never deleted."""
+    for folder in folders:
+        if (Path(folder) / "summary.json").exists():
+            raise RunError(f"--out {folder}: already holds a finished run; choose another --out")
+        if not (Path(folder) / "config.toml").is_file() and not never_started(folder):
+            raise RunError(f"--out {folder}: folder is not empty and is not an nnlab run")
+        clear_folder(folder)
 
 
 def _tensorboard(cfg: Config, run: RunDir | None, model, data: DataBundle, device, resume):
@@ -218,34 +254,34 @@ def run_stack(
     model = StackedMLP(lone, cfg.model.activation)
     device = torch.device("cpu")
     plan = plan_run(cfg, device, data.input_shape, members=len(cfgs))
-    for folder in folders:  # unfinished runs of an interrupted sweep start again
-        if folder.exists():
-            shutil.rmtree(folder)
-    runs = [start_run(f, c) for f, c in zip(folders, cfgs, strict=True)]
-    started, sink = time.time(), StackSink(runs, cfgs)
-    try:
-        result = fit(cfg, model, data, device, sink, progress=progress, plan=plan)
-    except TrainingDiverged:
-        for run in runs:
-            shutil.rmtree(run.path)
-        return [_train_or_resume(c, f, 0, progress) for c, f in zip(cfgs, folders, strict=True)]
-    shared = shared_provenance()
-    summaries = []
-    for s, (c, b, run) in enumerate(zip(cfgs, bundles, runs, strict=True)):
-        info = provenance(
-            c,
-            plan=plan.describe(),
-            device="cpu",
-            n_params=n_params,
-            n_train=len(b.y_train),
-            n_test=len(b.y_test),
-            threads=torch.get_num_threads(),
-            started=started,
-            shared=shared,
-        )
-        boundary = _boundary(data, _member_predictor(model, s), s)
-        summaries.append(finish_run(run, c, result.members[s], info, boundary))
-    return summaries
+    with ExitStack() as held:
+        for folder in folders:  # unfinished runs of an interrupted sweep start again
+            held.enter_context(folder_lock(folder))
+        start_over(folders)
+        runs = [start_run(f, c) for f, c in zip(folders, cfgs, strict=True)]
+        started, sink = time.time(), StackSink(runs, cfgs)
+        try:
+            result = fit(cfg, model, data, device, sink, progress=progress, plan=plan)
+        except TrainingDiverged:
+            start_over(folders)
+            return [_train_or_resume(c, f, 0, progress) for c, f in zip(cfgs, folders, strict=True)]
+        shared = shared_provenance()
+        summaries = []
+        for s, (c, b, run) in enumerate(zip(cfgs, bundles, runs, strict=True)):
+            info = provenance(
+                c,
+                plan=plan.describe(),
+                device="cpu",
+                n_params=n_params,
+                n_train=len(b.y_train),
+                n_test=len(b.y_test),
+                threads=torch.get_num_threads(),
+                started=started,
+                shared=shared,
+            )
+            boundary = _boundary(data, _member_predictor(model, s), s)
+            summaries.append(finish_run(run, c, result.members[s], info, boundary))
+        return summaries
 
 
 def _member_predictor(model, member: int):
@@ -290,9 +326,12 @@ def train_group(
         elif m_cfgs[0].model.backend == "numpy":
             from nnlab.engine.numpy_run import run_numpy
 
-            results += zip(
-                [names[i] for i in members], run_numpy(m_cfgs, m_bundles, folders), strict=True
-            )
+            with ExitStack() as held:
+                for folder in folders:
+                    held.enter_context(folder_lock(folder))
+                start_over(folders)
+                summaries = run_numpy(m_cfgs, m_bundles, folders)
+            results += zip([names[i] for i in members], summaries, strict=True)
         else:
             results += zip(
                 [names[i] for i in members],
@@ -317,10 +356,10 @@ def _train_or_resume(
     if threads:
         limit_cpu_threads(threads)
     try:
-        if (folder / "checkpoints" / "last.pt").exists():  # interrupted: go on from there
-            return resume_training(folder, cfg, progress=progress)
-        if folder.exists():  # interrupted before its first checkpoint: start it again
-            shutil.rmtree(folder)
-        return run_training(cfg, folder, progress=progress)
+        with folder_lock(folder) if folder.is_dir() else nullcontext():
+            if (folder / "checkpoints" / "last.pt").exists():  # interrupted: go on from there
+                return resume_training(folder, cfg, progress=progress)
+            # interrupted before its first checkpoint: run_training starts it again
+            return run_training(cfg, folder, progress=progress)
     except TrainingDiverged:
         return read_json(folder / "summary.json")  # recorded as diverged; the sweep goes on

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,31 +62,81 @@ def run_local(
     threads = max(1, (os.cpu_count() or 1) // jobs)
     # spawn: a clean interpreter per worker (fork and torch's thread pools do not mix).
     context = mp.get_context("spawn")
-    pool_args = {"mp_context": context, "initializer": _init_worker, "initargs": (threads,)}
-    with ProcessPoolExecutor(max_workers=jobs, **pool_args) as pool:
-        futures = [pool.submit(train_group, group, str(out), threads, progress) for group in groups]
-        try:
-            for fut in as_completed(futures):
-                for name, summary in fut.result():
-                    on_done(name, summary)
-        except BaseException:  # Ctrl-C (or a failed run): stop now, not after the queued runs
-            for f in futures:
-                f.cancel()
-            # The executor has no public way to stop running calls. Killing a worker is safe:
-            # every file is written atomically and resume drops metrics rows past last.pt.
-            for proc in list(pool._processes.values()):
-                proc.terminate()
-            raise
+    pool_args = {
+        "mp_context": context,
+        "initializer": _init_worker,
+        "initargs": (threads, os.getpid()),
+    }
+    previous = _catch_sigterm()
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, **pool_args) as pool:
+            futures = [
+                pool.submit(train_group, group, str(out), threads, progress) for group in groups
+            ]
+            try:
+                for fut in as_completed(futures):
+                    for name, summary in fut.result():
+                        on_done(name, summary)
+            except BaseException as exc:  # Ctrl-C, SIGTERM or a failed run: stop now
+                for f in futures:
+                    f.cancel()
+                # The executor has no public way to stop running calls. Killing a worker is
+                # safe: every file is written atomically and resume drops rows past last.pt.
+                for proc in list(pool._processes.values()):
+                    proc.terminate()
+                if isinstance(exc, Terminated):
+                    print(
+                        f"nnlab: terminated (SIGTERM); the sweep's workers were stopped; "
+                        f"rerun the same command to resume {out}",
+                        file=sys.stderr,
+                    )
+                raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
-def _init_worker(threads: int) -> None:
+class Terminated(SystemExit):
+    """SIGTERM reached a sweep's parent: its workers are stopped, then it exits 143."""
+
+
+def _catch_sigterm():
+    """Make SIGTERM raise ``Terminated`` in this (main) thread, as Ctrl-C raises
+    KeyboardInterrupt; the handler it replaces (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
     """Runs first in each worker process, before numpy or torch is imported there.
 
     BLAS libraries (the NumPy backend's matmuls) size their thread pools from these
     variables when they load, so each worker uses its share of the cores, not all of them.
     Ctrl-C reaches every process of the terminal's group: workers ignore it, and the
-    parent stops them (``run_local``), so an interrupted worker never picks up the next run.
+    parent stops them (``run_local``, also on SIGTERM), so an interrupted worker never picks
+    up the next run; a worker whose parent dies (even by kill -9) gets SIGTERM.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """Linux: SIGTERM this worker when its parent dies, even by kill -9 (prctl
+    PR_SET_PDEATHSIG), so no orphan goes on writing into the sweep folder."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)

@@ -20,11 +20,11 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import shutil
 import sys
 import time
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from nnlab.errors import ConfigError, NnlabError, RunError
 from nnlab.experiments.backends import group_runs, run_local
 from nnlab.reporting.stats import format_summary, mean_std, summarize
 from nnlab.runs import RunFolder, SweepFolder, atomic_write_text, prepare_out_dir, read_json
+from nnlab.runs.write import clear_folder, folder_lock, never_started
 
 RESULT_COLUMNS = ["final_test_acc", "best_test_acc", "final_test_loss", "epochs", "train_seconds"]
 
@@ -112,13 +113,45 @@ def run_sweep(
     A run folder already in ``out`` counts only if its saved config is the planned one
     (see the module docstring); one trained with another config is a ``RunError``, or,
     with ``rerun``, is deleted and trained again.
+
+    The process holds ``out``'s lock (``runs.write.folder_lock``) throughout: a second
+    sweep into ``out`` stops at once with one line; each run also locks its own folder.
     """
     out = Path(out)
+    # what ``out`` is, checked before its lock is taken: a rejected folder keeps no .lock
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and (out / "summary.json").exists():
         raise RunError(f"--out {out}: is a single run, not a sweep folder")
     prepare_sweep_dir(out)
+    with ExitStack() as held:
+        if out.is_dir():
+            held.enter_context(folder_lock(out))  # a second sweep stops here, touching nothing
+        return _run_sweep(
+            cfg,
+            grid,
+            seeds,
+            out,
+            lock=lambda: held.enter_context(folder_lock(out)),
+            jobs=jobs,
+            rerun=rerun,
+            announce=announce,
+            progress=progress,
+        )
+
+
+def _run_sweep(
+    cfg: Config,
+    grid: dict[str, list[Any]],
+    seeds: Sequence[int],
+    out: Path,
+    *,
+    lock: Callable[[], None],
+    jobs: int,
+    rerun: bool,
+    announce: bool,
+    progress: str,
+) -> list[dict[str, Any]]:
     planned = plan(cfg, grid, seeds)
     if announce:
         print(
@@ -130,7 +163,8 @@ def run_sweep(
     if stale and not rerun:
         raise RunError(stale_message(out, stale))
     for name in stale:  # --rerun: what they trained is not what this sweep asks
-        shutil.rmtree(out / name)
+        with folder_lock(out / name):
+            clear_folder(out / name)
     if stale:
         print(
             f"--rerun: deleted {len(stale)} run(s) in {out} trained with another config; "
@@ -139,7 +173,7 @@ def run_sweep(
         )
     todo = [(n, c) for n, c, _ in planned if not RunFolder(out / n).finished]
     skipped = len(planned) - len(todo)
-    out.mkdir(parents=True, exist_ok=True)
+    lock()  # creates out
     if skipped:
         print(
             f"{skipped} of {len(planned)} runs already finished in {out} (same config); skipping them",
@@ -228,7 +262,9 @@ def prepare_sweep_dir(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / "results.csv").exists():
         # A folder of run folders without results.csv yet (first run interrupted) is fine.
         entries = [p for p in out.iterdir() if not p.name.startswith(".")]
-        if any(not (p.is_dir() and (p / "config.toml").exists()) for p in entries):
+        if any(
+            not (p.is_dir() and ((p / "config.toml").exists() or never_started(p))) for p in entries
+        ):
             raise RunError(f"--out {out}: folder is not empty and is not an nnlab sweep")
     if not out.exists():
         prepare_out_dir(out)

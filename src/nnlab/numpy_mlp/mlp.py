@@ -164,12 +164,11 @@ class MLP:
 
 
 def load_model(path: Path) -> MLP:
-    """The MLP saved in a ``last.npz`` / ``best.npz`` checkpoint."""
+    """The MLP saved in a ``last.npz`` / ``best.npz`` checkpoint (``check_arrays`` first)."""
     from nnlab.runs import load_arrays
 
     state = load_arrays(path)
-    n_layers = sum(1 for k in state if k[0] == "W" and k[1:].isdigit())
-    sizes = [state["W0"].shape[0]] + [state[f"W{i}"].shape[1] for i in range(n_layers)]
+    sizes = check_arrays(state, path)
     model = MLP(
         sizes[0],
         sizes[1:-1],
@@ -180,3 +179,38 @@ def load_model(path: Path) -> MLP:
     )
     model.load_state_dict(state)
     return model
+
+
+def check_arrays(state: dict[str, np.ndarray], path: Path) -> list[int]:
+    """The layer sizes of a NumPy checkpoint's ``W0, b0, W1, b1, ...``, or a one-line RunError
+    naming ``path`` and what is wrong: a missing array, a wrong number of dimensions, shapes
+    that do not chain (``W{i}`` is (in, out), ``b{i}`` is (out,)), an unknown activation."""
+    from nnlab.errors import RunError
+
+    def bad(what: str) -> RunError:
+        return RunError(f"{path}: not an nnlab NumPy checkpoint ({what})")
+
+    n_layers = sum(1 for k in state if k[:1] == "W" and k[1:].isdigit())
+    if n_layers == 0:
+        raise bad("no weight array W0")
+    missing = [f"{n}{i}" for i in range(n_layers) for n in "Wb" if f"{n}{i}" not in state]
+    if missing:
+        raise bad(f"missing array(s) {', '.join(missing[:5])}")
+    sizes: list[int] = []
+    for i in range(n_layers):
+        W, b = state[f"W{i}"], state[f"b{i}"]
+        if W.ndim != 2 or b.ndim != 1:
+            raise bad(f"W{i} must be 2-D and b{i} 1-D, got {W.ndim}-D and {b.ndim}-D")
+        if W.dtype.kind != "f" or b.dtype.kind != "f":
+            raise bad(f"W{i} and b{i} must be float arrays, got {W.dtype} and {b.dtype}")
+        if 0 in W.shape:
+            raise bad(f"W{i} is empty, shape {W.shape}")
+        if i and W.shape[0] != sizes[-1]:
+            raise bad(f"W{i} takes {W.shape[0]} inputs but W{i - 1} gives {sizes[-1]}")
+        if b.shape[0] != W.shape[1]:
+            raise bad(f"b{i} has {b.shape[0]} entries but W{i} has {W.shape[1]} outputs")
+        sizes += [W.shape[0], W.shape[1]] if i == 0 else [W.shape[1]]
+    activation = state.get("activation")
+    if activation is None or activation.ndim != 0 or str(activation) not in ACTIVATIONS:
+        raise bad(f"activation must be one of {', '.join(ACTIVATIONS)}")
+    return sizes

@@ -1,10 +1,11 @@
 """The experiments ``nnlab report`` reports: finished run folders and sweep folders, found at
 any depth under the folders given, read through ``nnlab.runs.RunFolder`` / ``SweepFolder``.
 
-A run folder is finished iff its ``summary.json`` exists. Anything that is not
-what it claims to be raises ``RunError`` with one line naming the path; runs
-that are merely unfinished are left out of the tables and listed as such
-(``unfinished: PATH (epoch k of N)``).
+A run folder is finished iff its ``summary.json`` exists. Runs that are merely
+unfinished are left out of the tables and listed as such (``unfinished: PATH (epoch k
+of N)``); a run or sweep folder that cannot be read (a file that does not follow its
+schema: ``nnlab.runs.read``) is skipped and listed too (``skipped: PATH: what is wrong``),
+and the rest is still reported. Only when nothing is left is it an error (one line).
 """
 
 from __future__ import annotations
@@ -50,10 +51,25 @@ def finished_run(run: RunFolder) -> RunFolder:
             f"{run.path}: half-finished run (no summary.json yet); "
             f"finish it with 'nnlab resume {run.path}'"
         )
-    _ = run.summary  # a one-line RunError if summary.json is not valid JSON
+    _ = run.summary  # a one-line RunError if summary.json does not follow its schema
     if not (run.path / "metrics.csv").is_file():
         raise RunError(f"{run.path}: finished run without metrics.csv")
+    _ = run.metrics  # a one-line RunError on a foreign header or a row that is not numbers
     return run
+
+
+def skipped(exc: RunError) -> str:
+    """The line that lists a run or sweep the report cannot read: ``skipped: PATH: why``."""
+    return f"skipped: {exc}"
+
+
+def _readable(run: RunFolder, notices: list[str]) -> RunFolder | None:
+    """``finished_run(run)``, or None with a ``skipped:`` notice when it cannot be read."""
+    try:
+        return finished_run(run)
+    except RunError as exc:
+        notices.append(skipped(exc))
+        return None
 
 
 def unfinished(run: RunFolder) -> str:
@@ -78,7 +94,7 @@ def read_sweep(path: Path, notices: list[str]) -> list[Experiment]:
     keys, listed, runs = sweep.keys, sweep.listed, []
     for run in listed:
         if run.finished:
-            runs.append(finished_run(run))
+            runs += [r for r in [_readable(run, notices)] if r is not None]
         else:
             notices.append(unfinished(run))
     names = {r.path.name for r in listed}
@@ -87,7 +103,12 @@ def read_sweep(path: Path, notices: list[str]) -> list[Experiment]:
         if run.path.name in names:
             continue
         if run.finished:
-            extra.append(finished_run(RunFolder(run.path, _point(run, keys))))
+            try:
+                point = _point(run, keys)
+            except RunError as exc:
+                notices.append(skipped(exc))
+                continue
+            extra += [r for r in [_readable(RunFolder(run.path, point), notices)] if r is not None]
         else:
             notices.append(unfinished(run))
     out = [Experiment(path, keys, runs)] if runs else []
@@ -115,8 +136,9 @@ def find_folders(folder: Path) -> list[Path]:
 def collect_folders(dirs: list[Path]) -> tuple[list[Experiment], list[str]]:
     """Every experiment under ``dirs`` (run folders, sweep folders, or folders holding them at any depth).
 
-    Returns the experiments and notices (``unfinished: PATH (epoch k of N)``). A folder
-    that holds none of these, or nothing finished at all, raises RunError.
+    Returns the experiments and notices (``unfinished: PATH (epoch k of N)``, ``skipped:
+    PATH: why`` for what cannot be read). A folder that holds none of these, or nothing
+    finished and readable at all, raises RunError.
     """
     experiments: list[Experiment] = []
     notices: list[str] = []
@@ -134,12 +156,17 @@ def collect_folders(dirs: list[Path]) -> tuple[list[Experiment], list[str]]:
             if f.resolve() in seen:  # given twice, or a folder and one inside it
                 continue
             seen.add(f.resolve())
-            if (f / "results.csv").is_file():
-                experiments += read_sweep(f, notices)
-            elif not (f / "summary.json").is_file():
-                notices.append(unfinished(RunFolder(f)))
-            else:
-                experiments.append(Experiment(f, [], [finished_run(RunFolder(f))]))
+            try:
+                if (f / "results.csv").is_file():
+                    experiments += read_sweep(f, notices)
+                elif not (f / "summary.json").is_file():
+                    notices.append(unfinished(RunFolder(f)))
+                else:
+                    experiments.append(Experiment(f, [], [finished_run(RunFolder(f))]))
+            except RunError as exc:  # the whole folder cannot be read: list it, report the rest
+                notices.append(skipped(exc))
+    if not experiments and len(notices) == 1 and notices[0].startswith("skipped: "):
+        raise RunError(notices[0].removeprefix("skipped: "))  # the one folder given: its error
     if not experiments:
         why = "; ".join(notices) or "no runs"
         raise RunError(

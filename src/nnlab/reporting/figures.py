@@ -75,8 +75,10 @@ def boundary_caption(panels: list[dict], data: str) -> str:
 
 def experiment_figures(exp: Experiment, fig_dir: Path, slug: str) -> list[tuple]:
     """Draw the experiment's figures into ``fig_dir``; returns report blocks:
-    ``("figure", path, caption)``, or ``("p", text)`` where a figure cannot be drawn."""
+    ``("figure", path, caption)``, or ``("p", text)`` where a figure cannot be drawn.
+    ``slug`` (and every other part of a file name) is made safe here (``plots.safe_slug``)."""
     blocks: list[tuple] = []
+    slug = plots.safe_slug(slug)
     # Reference lines only where the setting is the course report's own (ref_cells' rule).
     refs: list[tuple[float, str]] = []
     for g in group_stats(exp):
@@ -115,7 +117,7 @@ def experiment_figures(exp: Experiment, fig_dir: Path, slug: str) -> list[tuple]
         ]
         star = key == "data.length"
         points = [(5.0, 1.0, "course report: 100% at T=5")] if star else []
-        name = key.split(".")[-1]
+        name = plots.safe_slug(key.split(".")[-1])
         series = [k for k in exp.keys if k != key]
         path = plots.plot_metric_vs_param(
             rows,

@@ -7,6 +7,7 @@ matplotlib is imported inside each function, and figures are made without pyplot
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,14 @@ def _figure(**kwargs):
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)
+
+
+def safe_slug(text: str, limit: int = 80) -> str:
+    """``text`` as one safe file-name component: only ``[A-Za-z0-9._-]``, no leading dot,
+    at most ``limit`` characters. Names built from run files (a preset's name in
+    summary.json, a swept key) go through it, so no crafted file can point outside --out."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).lstrip(".")[:limit]
+    return slug or "_"
 
 
 def save_figure(fig, path: Path, dpi: int = 100) -> Path:
@@ -168,7 +177,7 @@ def plot_sweep_boundaries(sweep: SweepFolder) -> list[Path]:
     return [
         plot_decision_boundaries(
             panels,
-            sweep.path / f"boundaries-{data}.png",
+            sweep.path / f"boundaries-{safe_slug(data)}.png",
             title=f"{data}: test points and decision boundaries",
         )
         for data, panels in figures.items()

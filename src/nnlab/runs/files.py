@@ -99,19 +99,128 @@ def load_arrays(path: Path) -> dict[str, Any]:
         raise RunError(f"{path}: not a loadable nnlab array file ({exc})") from None
 
 
-def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
-    """Load with ``weights_only=True``: tensors and plain containers only, never arbitrary code."""
+def load_checkpoint(path: Path, map_location: Any = "cpu", need: str = "model") -> dict:
+    """Load with ``weights_only=True``: tensors and plain containers only, never arbitrary code.
+
+    The result is checked by ``check_checkpoint(state, path, need)``: a dict whose ``model``
+    maps names to tensors (and, with ``need="resume"``, what resume needs).
+    """
     import pickle
 
     import torch
 
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"{path}: is a folder, not a checkpoint file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise RunError(f"{path}: checkpoint not found") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RunError(f"{path}: not a loadable nnlab checkpoint ({first})") from None
+    return check_checkpoint(state, path, need)
+
+
+# What ``engine.checkpoint`` writes and resume reads back (besides ``model``), with the types
+# each may have; ``None`` in a tuple: the value may be None. Optional entries (``cuda_rng``,
+# ``position``, ``ema``, ``name``, ``best_val_acc``) are checked by their readers.
+_NUMBER = (int, float)
+RESUME_KEYS: dict[str, tuple] = {
+    "optimizer": (dict,),
+    "scheduler": (dict, None),
+    "epoch": (int,),
+    "step": (int,),
+    "elapsed_s": _NUMBER,
+    "best_test_acc": (*_NUMBER, None),
+    "best_epoch": (int, None),
+    "since_best": (int,),
+    "stop_reason": (str, None),
+    "row": (dict, None),
+    "torch_rng": ("Tensor",),
+    "config": (dict,),
+}
+
+
+def _type_ok(value: Any, kinds: tuple) -> bool:
+    import torch
+
+    for kind in kinds:
+        if kind is None and value is None:
+            return True
+        if kind == "Tensor" and isinstance(value, torch.Tensor):
+            return True
+        if isinstance(kind, type) and isinstance(value, kind) and not isinstance(value, bool):
+            return True
+    return False
+
+
+def _kind(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def check_checkpoint(state: Any, path: Path, need: str = "model") -> dict:
+    """``state`` if it is an nnlab checkpoint, else a one-line RunError naming ``path``.
+
+    ``need="model"``: a dict whose ``model`` is a dict of str -> Tensor (what ``init_from``,
+    ``best.pt`` and ``Run.model`` read); ``need="resume"``: also ``RESUME_KEYS`` with their types.
+    """
+    import torch
+
+    if need not in ("model", "resume"):
+        raise ValueError(f"need: must be model or resume, got {need!r}")
+    if not isinstance(state, dict):
+        raise RunError(f"{path}: not an nnlab checkpoint (a {_kind(state)}, expected a dict)")
+    weights = state.get("model")
+    if not isinstance(weights, dict) or not weights:
+        what = "no 'model' entry" if "model" not in state else f"'model' is a {_kind(weights)}"
+        raise RunError(f"{path}: not an nnlab checkpoint ({what}; expected a dict of tensors)")
+    bad = [
+        k for k, v in weights.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+    ]
+    if bad:
+        raise RunError(
+            f"{path}: not an nnlab checkpoint ('model' entry {str(bad[0])[:80]!r} is a "
+            f"{_kind(weights[bad[0]])}, expected a tensor)"
+        )
+    if need == "resume":
+        missing = [k for k in RESUME_KEYS if k not in state]
+        if missing:
+            raise RunError(
+                f"{path}: not a resumable nnlab checkpoint (missing {', '.join(missing)})"
+            )
+        for key, kinds in RESUME_KEYS.items():
+            if not _type_ok(state[key], kinds):
+                want = " or ".join(
+                    "None" if k is None else getattr(k, "__name__", k) for k in kinds
+                )
+                raise RunError(
+                    f"{path}: not a resumable nnlab checkpoint ({key} is a {_kind(state[key])}, "
+                    f"expected {want})"
+                )
+        row = state["row"]
+        if row is not None and not _type_ok(row.get("epoch"), _NUMBER):
+            raise RunError(f"{path}: not a resumable nnlab checkpoint (row has no epoch number)")
+    return state
+
+
+def check_weights_fit(weights: dict, model: Any, path: Path) -> None:
+    """A one-line RunError naming the keys and shapes where ``weights`` (a checked checkpoint's
+    ``model``) and ``model``'s own state dict differ, before ``load_state_dict`` is tried."""
+    own = model.state_dict()
+    problems = [f"{k} missing" for k in own if k not in weights]
+    problems += [f"unexpected {k}" for k in weights if k not in own]
+    problems += [
+        f"{k} is {tuple(weights[k].shape)}, not {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and tuple(weights[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise RunError(
+            f"{path}: the weights do not fit the model its config.toml builds "
+            f"({'; '.join(p[:120] for p in problems[:3])}{more})"
+        )
 
 
 def read_json(path: Path) -> dict[str, Any]:

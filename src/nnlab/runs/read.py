@@ -9,7 +9,7 @@ from typing import Any
 
 from nnlab.errors import RunError
 from nnlab.runs.files import load_arrays, read_json
-from nnlab.runs.write import read_metrics
+from nnlab.runs.write import metric_columns, read_metrics
 
 # --------------------------------------------------------------------------- reading: RunFolder, SweepFolder
 #
@@ -21,6 +21,57 @@ RESULT_COLUMNS = ("run", "seed", "final_test_acc", "best_test_acc", "train_secon
 # RUN/boundary.npz, written by the engine at the end of a run on 2-D inputs: grid ``xx``, ``yy``
 # (R, R), the reported model's ``pred`` class and ``prob`` (its probability) there, and the data.
 BOUNDARY_ARRAYS = ("xx", "yy", "prob", "pred", "x_train", "y_train", "x_test", "y_test")
+
+# summary.json, as the report and the API read it: key -> (required, allowed types); None in
+# the types: the value may be null. Other keys (plan, versions, ...) are informational.
+_NUM = (int, float)
+SUMMARY_SCHEMA: dict[str, tuple[bool, tuple]] = {
+    "final_test_acc": (True, (*_NUM, None)),
+    "best_test_acc": (True, (*_NUM, None)),
+    "train_seconds": (True, _NUM),
+    "status": (False, (str,)),
+    "seed": (False, (int,)),
+    "preset": (False, (str, None)),
+    "final_test_loss": (False, (*_NUM, None)),
+    "best_epoch": (False, (int, None)),
+    "epochs": (False, (int,)),
+    "steps": (False, (int,)),
+    "stop_reason": (False, (str, None)),
+    "final_model": (False, (str, None)),
+    "started": (False, (str,)),
+    "device": (False, (str,)),
+    "eval_seconds": (False, (*_NUM, None)),
+    "error": (False, (str, None)),
+}
+SUMMARY_STATUSES = ("completed", "diverged")
+
+
+def check_summary(summary: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``summary`` (read_json's dict) if it follows ``SUMMARY_SCHEMA``, else a one-line RunError
+    naming ``path`` and the key."""
+    for key, (required, kinds) in SUMMARY_SCHEMA.items():
+        if key not in summary:
+            if required:
+                raise RunError(f"{path}: missing key {key!r} (not an nnlab summary)")
+            continue
+        value = summary[key]
+        ok = (value is None and None in kinds) or (
+            not isinstance(value, bool) and isinstance(value, tuple(k for k in kinds if k))
+        )
+        if not ok:
+            want = " or ".join("null" if k is None else _JSON_NAMES[k] for k in kinds)
+            got = "null" if value is None else _JSON_NAMES.get(type(value), type(value).__name__)
+            raise RunError(f"{path}: {key} must be {want}, got {got}")
+    status = summary.get("status", "completed")
+    if status not in SUMMARY_STATUSES:
+        raise RunError(
+            f"{path}: status must be one of {', '.join(SUMMARY_STATUSES)}, got {str(status)[:40]!r}"
+        )
+    return summary
+
+
+_JSON_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}
+_JSON_NAMES |= {list: "a list", dict: "an object"}
 
 
 class RunFolder:
@@ -78,7 +129,8 @@ class RunFolder:
     def summary(self) -> dict[str, Any] | None:
         """``summary.json``, or None while the run is unfinished."""
         if self._summary is None and self.finished:
-            self._summary = read_json(self.path / "summary.json")
+            path = self.path / "summary.json"
+            self._summary = check_summary(read_json(path), path)
         return self._summary
 
     @property
@@ -93,8 +145,11 @@ class RunFolder:
 
     @property
     def metrics(self) -> list[dict[str, float]]:
-        """``metrics.csv``: one dict per evaluation (epoch, step, train_loss, ...)."""
-        return read_metrics(self.path / "metrics.csv")
+        """``metrics.csv``: one dict per evaluation (epoch, step, train_loss, ...); a file
+        whose header is not ``metric_columns`` is a one-line RunError naming the header."""
+        path = self.path / "metrics.csv"
+        check_metrics_header(path)
+        return read_metrics(path)
 
     @property
     def preset(self) -> str | None:
@@ -192,6 +247,25 @@ class SweepFolder:
             for p in sorted(self.path.iterdir())
             if (p / "config.toml").is_file()
         ]
+
+
+def check_metrics_header(path: Path) -> None:
+    """A one-line RunError unless ``path``'s first line is an nnlab metrics header."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            header = f.readline(4096).rstrip("\r\n")
+    except FileNotFoundError:
+        raise RunError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(
+            f"{path}: cannot read metrics ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
+    if header not in {",".join(metric_columns(v)) for v in (False, True)}:
+        raise RunError(
+            f"{path}: not an nnlab metrics file (header should be {','.join(metric_columns(False))}"
+            f", with {','.join(metric_columns(True)[len(metric_columns(False)) :])} "
+            "after a validation split)"
+        )
 
 
 def _number(text: str | None) -> Any:

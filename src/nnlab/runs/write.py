@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import platform
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +47,7 @@ def prepare_out_dir(path: Path) -> Path:
         raise RunError(f"--out {path}: exists and is not a folder")
     if path.is_dir() and (path / "summary.json").exists():
         raise RunError(f"--out {path}: already holds a finished run; choose another --out")
-    if path.is_dir() and any(path.iterdir()) and not (path / "config.toml").exists():
+    if path.is_dir() and not (path / "config.toml").exists() and not never_started(path):
         raise RunError(f"--out {path}: folder is not empty and is not an nnlab run")
     parent = path.parent if not path.exists() else path
     while not parent.exists():
@@ -51,6 +55,93 @@ def prepare_out_dir(path: Path) -> Path:
     if not os.access(parent, os.W_OK):
         raise RunError(f"--out {path}: {parent} is not writable")
     return path
+
+
+# --------------------------------------------------------------------------- one writer per folder
+
+LOCK_NAME = ".lock"  # PATH/.lock: held (fcntl.flock) by the one process writing PATH
+_HELD: dict[str, list[int]] = {}  # real path -> [fd, depth]: re-entrant within a process
+
+
+@contextmanager
+def folder_lock(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the run or sweep folder ``path`` while the block runs.
+
+    Creates ``path`` if needed. A second process gets a one-line RunError (exit 2) at
+    once, having touched nothing. The OS drops the lock when the process ends, also
+    on kill -9; the lock file stays (readers ignore dotfiles). Re-entrant in a process.
+    """
+    key = os.path.realpath(path)
+    if key not in _HELD:
+        _HELD[key] = [_acquire(Path(path)), 0]
+    _HELD[key][1] += 1
+    try:
+        yield
+    finally:
+        _HELD[key][1] -= 1
+        if _HELD[key][1] == 0:
+            fd = _HELD.pop(key)[0]
+            if fd >= 0:
+                os.close(fd)
+
+
+def _acquire(path: Path) -> int:
+    """Open and flock ``path/.lock``; its file descriptor (-1 where flock is unsupported)."""
+    import fcntl
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise RunError(f"cannot create {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            os.close(fd)  # a file system without locks: go on unguarded, as before
+            return -1
+        try:
+            pid = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        finally:
+            os.close(fd)
+        raise RunError(
+            f"{path} is being written by another nnlab process (pid {pid}); "
+            "wait for it or choose another --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def clear_folder(path: Path) -> None:
+    """Delete what ``path`` holds but its lock file (a run started over, under its lock)."""
+    if not Path(path).is_dir():
+        return
+    for p in Path(path).iterdir():
+        if p.name == LOCK_NAME:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def never_started(path: Path) -> bool:
+    """True when ``path`` holds only what creating a run leaves before its config.toml
+    (written last): dotfiles (the lock, temp files), an empty ``checkpoints/`` and a
+    ``metrics.csv`` with at most its header. Such a folder is started over."""
+    for p in Path(path).iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.name == "checkpoints" and p.is_dir() and not p.is_symlink():
+            if any(not c.name.startswith(".") for c in p.iterdir()):
+                return False
+        elif p.name == "metrics.csv" and p.is_file() and not p.is_symlink():
+            if p.stat().st_size > 4096 or p.read_bytes().count(b"\n") > 1:
+                return False
+        else:
+            return False
+    return True
 
 
 class RunDir:
@@ -76,14 +167,17 @@ class RunDir:
         return self.summary_path.exists()
 
     def create(self, config_toml: str, columns: list[str] | None = None) -> None:
-        """Make the folder and write the resolved config; metrics start empty."""
+        """Make the folder and write the resolved config; metrics start empty.
+
+        config.toml is written last (atomically): a kill before it leaves a folder that
+        ``never_started`` recognises, which ``train --out`` and a sweep start over."""
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunError(f"cannot create run folder {self.path}: {exc.strerror or exc}") from None
-        atomic_write_text(self.path / "config.toml", config_toml)
         self._columns = columns or list(METRIC_COLUMNS)
         atomic_write_text(self.metrics_path, ",".join(self._columns) + "\n")
+        atomic_write_text(self.path / "config.toml", config_toml)
 
     @property
     def columns(self) -> list[str]:
