@@ -15,6 +15,7 @@ from nnlab.config import Config
 from nnlab.engine import distributed
 from nnlab.errors import ConfigError
 from nnlab.runs import RunDir, load_checkpoint
+from nnlab.runs.files import weight_mismatches
 from nnlab.runs.write import folder_lock, never_started
 
 
@@ -34,14 +35,7 @@ def load_initial_weights(model: nn.Module, source: str) -> None:
         isinstance(v, torch.Tensor) for v in weights.values()
     ):
         raise ConfigError(f"train.init_from: {path} holds no model weights")
-    own = model.state_dict()
-    problems = [f"{k} missing" for k in own if k not in weights]
-    problems += [f"unexpected {k}" for k in weights if k not in own]
-    problems += [
-        f"{k} is {tuple(weights[k].shape)}, not {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in weights and weights[k].shape != v.shape
-    ]
+    problems = weight_mismatches(weights, model)
     if problems:
         raise ConfigError(
             f"train.init_from: the weights in {path} do not fit this model ({'; '.join(problems[:3])}); "

@@ -204,9 +204,9 @@ def check_checkpoint(state: Any, path: Path, need: str = "model") -> dict:
     return state
 
 
-def check_weights_fit(weights: dict, model: Any, path: Path) -> None:
-    """A one-line RunError naming the keys and shapes where ``weights`` (a checked checkpoint's
-    ``model``) and ``model``'s own state dict differ, before ``load_state_dict`` is tried."""
+def weight_mismatches(weights: dict, model: Any) -> list[str]:
+    """Where ``weights`` and ``model``'s own state dict differ: missing and unexpected keys,
+    shapes (empty when ``model.load_state_dict(weights)`` fits)."""
     own = model.state_dict()
     problems = [f"{k} missing" for k in own if k not in weights]
     problems += [f"unexpected {k}" for k in weights if k not in own]
@@ -215,6 +215,13 @@ def check_weights_fit(weights: dict, model: Any, path: Path) -> None:
         for k, v in own.items()
         if k in weights and tuple(weights[k].shape) != tuple(v.shape)
     ]
+    return problems
+
+
+def check_weights_fit(weights: dict, model: Any, path: Path) -> None:
+    """A one-line RunError naming the keys and shapes where ``weights`` (a checked checkpoint's
+    ``model``) and ``model``'s own state dict differ, before ``load_state_dict`` is tried."""
+    problems = weight_mismatches(weights, model)
     if problems:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise RunError(
