@@ -46,6 +46,7 @@ def test_selection_looks_at_validation_not_test(tmp_path):
     assert {"val_loss", "val_acc"} <= set(rows[0])
     best_by_val = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
     assert summary["selected_on"] == "val_acc"
+    assert (summary["n_train"], summary["n_val"], summary["n_test"]) == (640, 160, 200)
     assert summary["best_epoch"] == best_by_val["epoch"]
     assert summary["best_val_acc"] == pytest.approx(best_by_val["val_acc"], abs=1e-6)
     # the run ends on the best-by-validation checkpoint: its test accuracy, not the best one

@@ -79,6 +79,7 @@ def run_numpy(
             threads=None,
             started=started,
             shared=shared,
+            n_val=len(d.y_val) if d.y_val is not None else None,
         )
         summaries.append(_write(cfg, run, fit, d, info, write_metrics=not lone))
     if cfgs[0].train.tensorboard:  # its loop is not fit's: replay the finished run's rows

@@ -110,6 +110,7 @@ def _run_training(cfg: Config, out: Path, progress, resume, lock) -> dict[str, A
         n_test=len(data.y_test),
         threads=torch.get_num_threads() if device.type == "cpu" else None,
         started=started,
+        n_val=len(data.y_val) if data.y_val is not None else None,
     )
     tensorboard = _tensorboard(cfg, run, model, data, device, resume)
     try:
@@ -278,6 +279,7 @@ def run_stack(
                 threads=torch.get_num_threads(),
                 started=started,
                 shared=shared,
+                n_val=len(b.y_val) if b.y_val is not None else None,
             )
             boundary = _boundary(data, _member_predictor(model, s), s)
             summaries.append(finish_run(run, c, result.members[s], info, boundary))

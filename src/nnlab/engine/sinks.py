@@ -130,6 +130,7 @@ def provenance(
     threads: int | None,
     started: float,
     shared: dict[str, Any] | None = None,
+    n_val: int | None = None,
 ) -> dict[str, Any]:
     """The summary keys every run records besides its results (any backend, lone or stacked)."""
     return {
@@ -147,6 +148,7 @@ def provenance(
         "n_params": n_params,
         "n_train": n_train,
         "n_test": n_test,
+        "n_val": n_val,  # data.val_fraction's held-out examples (None without a split)
         "preset": cfg.name,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         **(shared or shared_provenance()),
