@@ -13,13 +13,14 @@ import dataclasses
 import math
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nnlab.config_sections import SECTIONS
 from nnlab.errors import ConfigError
 
-if TYPE_CHECKING:
-    from nnlab.config import Config
+# A ``nnlab.config.Config``; not imported even for type checking: config.py imports this
+# module, and the import graph stays free of cycles (tests/test_imports.py).
+Config = Any
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
 BACKENDS = ("torch", "numpy")

@@ -17,7 +17,7 @@ from nnlab.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from nnlab.config import DataConfig
+    from nnlab.config_sections import DataConfig
 
 
 @dataclass

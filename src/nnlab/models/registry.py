@@ -18,7 +18,7 @@ from nnlab.errors import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-    from nnlab.config import ModelConfig
+    from nnlab.config_sections import ModelConfig
 
 MODELS = {
     "mlp": "nnlab.models.mlp:build_mlp",
