@@ -40,14 +40,16 @@ def run_numpy(
 ) -> list[dict[str, Any]]:
     """Runs that differ only in their seed, trained as one stack (one run: S = 1).
 
+    ``bundles``: each run's ``DataBundle``, or its ``Arrays`` when the caller checked it.
+
     A lone run appends a metrics row at each evaluation (and shows progress); a
     stack writes its members' rows at the end. Bad data fails before any folder
     is created. A lone run that diverges is recorded (status "diverged") and
     raises ``TrainingDiverged``; a stack records each diverged member.
     """
     bar = Progress(cfgs[0].train.epochs, cfgs[0].name, progress) if len(cfgs) == 1 else None
-    try:
-        data = [to_arrays(b) for b in bundles]
+    try:  # bundles, or arrays already checked by to_arrays
+        data = [b if isinstance(b, Arrays) else to_arrays(b) for b in bundles]
     except DataError:
         if bar is not None:
             bar.close()  # a progress bar may already be on the terminal

@@ -83,10 +83,10 @@ def _run_training(cfg: Config, out: Path, progress, resume, lock) -> dict[str, A
         from nnlab.engine.numpy_run import run_numpy
         from nnlab.numpy_mlp.fit import to_arrays
 
-        to_arrays(data)  # bad data (NaN, wrong shapes): one line before the folder exists
+        arrays = to_arrays(data)  # bad data (NaN, wrong shapes): one line before the folder exists
         lock()
         start_over([out])
-        return run_numpy([cfg], [data], [Path(out)], progress=progress)[0]
+        return run_numpy([cfg], [arrays], [Path(out)], progress=progress)[0]
     seed_everything(cfg.train.seed)  # the model's initial weights depend on the seed only
     model = build_model(cfg.model, data.input_shape, data.n_classes).to(device)
     if cfg.train.init_from and resume is None:  # a resumed run has its own weights in last.pt

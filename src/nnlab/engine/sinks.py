@@ -62,11 +62,11 @@ class RunSink:
     ) -> None:
         self.run.append_metrics(rows[0], sync=False)  # made durable with the next checkpoint
         now = self.every_s == 0 or self.due()
+        ck = checkpoint(0) if now or improved[0] else None  # built once, used for both
         if improved[0]:  # a copy unless written now: the weights move on
-            ck = checkpoint(0)
             self.best = ck if now else copy.deepcopy(ck)
         if now:
-            self.save(checkpoint(0))
+            self.save(ck)
         else:
             self.unsaved = True
         if self.tensorboard is not None:  # the same row as scalars, after the files that matter
