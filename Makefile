@@ -16,15 +16,18 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The optional extras (Optuna, Ray) are installed too, so their tests run.
+	$(BIN)/python -m pip install --quiet -e ".[dev,tune,ray]"
 	touch $(STAMP)
 
 # Every experiment of the course report and ours, at the quick scale (<= 10 min on 2 CPU
 # cores), then the report; ends with a summary table and the path of report.html. CIFAR-10
-# is used when imported (nnlab data cifar10 --archive PATH) or given: make demo CIFAR10=PATH.
+# is used when imported (nnlab data cifar10 --archive PATH) or given: make demo CIFAR10=PATH;
+# otherwise one download is tried (md5-checked, short timeout) and, offline, the demo goes on
+# without it.
 CIFAR10 ?=
 demo: venv
-	$(BIN)/nnlab reproduce --quick --out runs/demo $(if $(CIFAR10),--cifar10 $(CIFAR10))
+	$(BIN)/nnlab reproduce --quick --out runs/demo --download-cifar10 $(if $(CIFAR10),--cifar10 $(CIFAR10))
 
 # The browser test (tests/test_browser.py) renders report.html in Debian's chromium;
 # install it where missing (CI runs as root). Without it the test skips locally, fails in CI.

@@ -37,7 +37,8 @@ def test_user_file_extends_preset(tmp_path):
 
 
 def test_toml_round_trip(tmp_path):
-    cfg = load_config("moons", ["model.hidden=5,6,7", "data.augment=flip,crop", "train.device=cpu"])
+    overrides = ["model.hidden=5,6,7", "data.name=cifar10", "data.augment=flip,crop"]
+    cfg = load_config("moons", [*overrides, "train.device=cpu"])  # augment: image data only
     path = tmp_path / "config.toml"
     path.write_text(to_toml(cfg))
     again = load_config(str(path))

@@ -60,7 +60,9 @@ def test_presets_of_an_unknown_name_is_one_line(cli):
     assert_one_line_error(cli("presets", "nope"), "unknown preset 'nope'", "moons")
 
 
-@pytest.mark.parametrize("name", ["train", "sweep", "report", "resume", "open_run", "load_config"])
+@pytest.mark.parametrize(
+    "name", ["train", "sweep", "tune", "report", "resume", "open_run", "load_config"]
+)
 def test_the_api_is_in_dir_with_its_own_docs(name):
     assert name in dir(nnlab) and name in nnlab.__all__
     fn = getattr(nnlab, name)

@@ -5,7 +5,9 @@ grid is valid) and cover every experiment of the course report; the real quick
 list runs end to end (``--smoke``: the same steps, seconds long) with CIFAR-10
 imported from the official format, writing every sweep and the report, and a
 second call skips what is finished; without CIFAR-10 it says once how to get it
-and runs the rest. The sweep prints a line per finished run, stops cleanly on
+and runs the rest; with --download-cifar10 it tries one download (a local
+server here) and, when that fails, says so in one line and runs the rest. The
+quick list runs presets as written (no overrides): its rows are what they do. The sweep prints a line per finished run, stops cleanly on
 Ctrl-C with worker processes (exit 130, no traceback, within seconds) and the
 next call resumes; worker processes never get more threads than their share.
 """
@@ -50,21 +52,19 @@ def test_every_step_is_a_valid_config(scale):
 def test_the_lists_cover_the_course_report():
     for steps in (QUICK, FULL):
         presets = {s.preset for s in steps}
-        assert {
-            "seed-moons",
-            "seed-cifar-mlp",
-            "seed-cnn",
-            "seed-rnn",
-        } <= presets  # the report's experiments
+        assert {"seed-moons", "seed-rnn"} <= presets  # the report's experiments
         assert {"moons", "palindrome-lengths"} <= presets  # ours beside them
         moons = next(s for s in steps if s.key == "seed-moons")
-        assert moons.grid["model.backend"] == [
-            "torch",
-            "numpy",
-        ]  # its 91% PyTorch and 96% NumPy MLPs
+        assert moons.grid["model.backend"] == ["torch", "numpy"]  # its 91% and 96% MLPs
         lengths = next(s for s in steps if s.key == "seed-rnn-lengths").grid["data.length"]
         assert min(lengths) == 3 and max(lengths) == 11  # the report's 3..11 curve
-    for s in FULL:  # --full is the presets as they are
+    # the report's CIFAR-10 recipes take 10-80 minutes a run on 2 cores: --full only; the
+    # quick list's CIFAR-10 part is a preset made for minutes on a CPU
+    assert {"seed-cifar-mlp", "seed-cnn"} <= {s.preset for s in FULL}
+    assert [s.preset for s in QUICK if s.cifar] == ["cnn-quick"]
+    # the smoke scale (tests) exercises the report's CIFAR-10 experiments all the same
+    assert {"seed-cifar-mlp", "seed-cnn"} <= {s.preset for s in plan("smoke")}
+    for s in FULL + QUICK:  # both scales run the presets as they are written
         assert not s.overrides
     assert all(
         course_reference(load_config(s.preset).to_dict())
@@ -93,7 +93,7 @@ def test_smoke_runs_the_quick_list_end_to_end(cli, tmp_path, monkeypatch, cifar_
     )
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "rep"
-    for step in QUICK:  # every step of the real quick list ran, as a sweep folder
+    for step in plan("smoke"):  # every step of the real quick list ran, as a sweep folder
         rows = read_csv(out / step.key / "results.csv")
         assert rows and all(r["final_test_acc"] for r in rows), step.key
     html = out / "report" / "report.html"
@@ -108,7 +108,7 @@ def test_smoke_runs_the_quick_list_end_to_end(cli, tmp_path, monkeypatch, cifar_
     assert (out / "timings.csv").read_text().startswith("started,scale,step,wall_s,cpu_s")
     again = cli("reproduce", "--smoke", "--out", "rep", "--jobs", "1")  # CIFAR-10 is imported now
     assert again.returncode == 0, again.stderr
-    assert again.stderr.count("already finished") == len(QUICK)
+    assert again.stderr.count("already finished") == len(plan("smoke"))
 
 
 def test_without_cifar10_it_says_once_and_runs_the_rest(tmp_path, monkeypatch, capsys):
@@ -120,6 +120,74 @@ def test_without_cifar10_it_says_once_and_runs_the_rest(tmp_path, monkeypatch, c
     assert (tmp_path / "out" / "seed-rnn" / "results.csv").is_file()
     assert not (tmp_path / "out" / "seed-cifar-mlp").exists()
     assert "CIFAR-10 was not available" in result["markdown"].read_text()
+
+
+@pytest.fixture
+def cifar_server(monkeypatch):
+    """A local server for a small official-layout archive, set as the download address."""
+    from nnlab.data import cifar10
+    from test_cifar10_download import Server, md5, small_archive
+
+    payload = small_archive()
+    server = Server(payload)
+    monkeypatch.setattr(cifar10, "URL", server.url)
+    monkeypatch.setattr(cifar10, "MD5", md5(payload))
+    yield server
+    server.close()
+
+
+def _steps(*keys):
+    return [s for s in plan("smoke") if s.key in keys]
+
+
+def test_download_cifar10_tries_once_then_runs_cifar(tmp_path, monkeypatch, capsys, cifar_server):
+    monkeypatch.setenv("NNLAB_DATA", str(tmp_path / "data"))
+    run_reproduce(
+        "smoke", tmp_path / "out", jobs=1, steps=_steps("cnn-quick"), download_cifar10=True
+    )
+    assert len(cifar_server.requests) == 1
+    assert "trying one download" in capsys.readouterr().err
+    assert read_csv(tmp_path / "out" / "cnn-quick" / "results.csv")
+    assert not (tmp_path / "data" / "downloads" / "cifar-10-python.tar.gz").exists()
+
+
+def test_download_cifar10_offline_says_one_line_and_goes_on(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from nnlab.data import cifar10
+
+    with socket.socket() as sock:  # a port nothing listens on: connection refused at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(cifar10, "URL", f"http://127.0.0.1:{port}/cifar-10-python.tar.gz")
+    monkeypatch.setenv("NNLAB_DATA", str(tmp_path / "data"))
+    result = run_reproduce(
+        "smoke", tmp_path / "out", jobs=1, steps=_steps("seed-rnn", "cnn-quick"),
+        download_cifar10=True,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "could not be downloaded" in line]
+    assert len(said) == 1 and "nnlab data cifar10 --archive PATH" in said[0]
+    assert "CIFAR-10 is not available" not in err  # said once, not twice
+    assert (tmp_path / "out" / "seed-rnn" / "results.csv").is_file()
+    assert not (tmp_path / "out" / "cnn-quick").exists()
+    assert "CIFAR-10 was not available" in result["markdown"].read_text()
+
+
+def test_full_prints_a_time_estimate_first(tmp_path, monkeypatch, capsys):
+    from nnlab.experiments import reproduce
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # only the estimate printed before the first run matters
+
+    monkeypatch.setattr("nnlab.experiments.sweep.run_sweep", stop)
+    monkeypatch.setenv("NNLAB_DATA", str(tmp_path / "empty"))
+    steps = [s for s in reproduce.FULL if not s.cifar]
+    with pytest.raises(KeyboardInterrupt):
+        run_reproduce("full", tmp_path / "out", jobs=1, steps=steps)
+    err = capsys.readouterr().err
+    assert "estimated time on a 2-core CPU" in err.splitlines()[0]
+    assert "== [1/" in err
 
 
 def test_a_bad_cifar10_path(cli, tmp_path):

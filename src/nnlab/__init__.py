@@ -14,7 +14,18 @@ that needs them is used.
 
 from __future__ import annotations
 
-from nnlab.api import Run, Sweep, load_config, open_run, report, resume, sweep, train  # noqa: E402
+from nnlab.api import (  # noqa: E402
+    Run,
+    Sweep,
+    check,
+    load_config,
+    open_run,
+    report,
+    resume,
+    sweep,
+    train,
+    tune,
+)
 from nnlab.config import Config  # noqa: E402
 from nnlab.errors import ConfigError, DataError, NnlabError, RunError  # noqa: E402
 from nnlab.version import __version__  # noqa: E402
@@ -28,10 +39,12 @@ __all__ = [
     "RunError",
     "Sweep",
     "__version__",
+    "check",
     "load_config",
     "open_run",
     "report",
     "resume",
     "sweep",
     "train",
+    "tune",
 ]

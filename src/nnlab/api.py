@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from nnlab.config import SECTIONS, Config, parse_set_args
 from nnlab.config import load_config as _load_config
+from nnlab.config_ranges import MAX_SEED, seed_range
 from nnlab.errors import ConfigError, RunError
 from nnlab.results import Run, Sweep
 
 if TYPE_CHECKING:
-    pass
+    from nnlab.experiments.tune import TuneResult
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -89,14 +90,22 @@ def default_out(name: str, kind: str = "") -> Path:
     return out
 
 
-def _check_runnable(cfg: Config, seeds: int | None = None) -> None:
-    """Everything that can reject a run before a file is written: torchrun launch, device, tensorboard."""
+def _check_runnable(cfg: Config, seeds: int | None = None, *, here: bool = True) -> None:
+    """Everything that can reject a run before a file is written: torchrun launch, device, tensorboard.
+
+    ``here`` False: the runs train elsewhere (Ray workers), so this machine need not have
+    the device."""
+    from nnlab.config_limits import check_fits
+    from nnlab.config_user_code import check_user_code
     from nnlab.engine import distributed
     from nnlab.engine.setup import select_device
     from nnlab.engine.tensorboard_log import check_available
 
     distributed.check_launch(cfg, seeds=seeds)
-    select_device(cfg.train.device)
+    check_user_code(cfg.model)  # a user's model file gone or changed since its sha256
+    if here:
+        select_device(cfg.train.device)
+        check_fits(cfg)  # tensors that cannot fit in this machine's memory (config_limits)
     check_available(cfg)
 
 
@@ -115,6 +124,7 @@ def train(
     jobs: int = 1,
     progress: str | None = None,
     rerun: bool = False,
+    max_runs: int | None = None,
     **sections: Mapping[str, Any],
 ) -> Run | Sweep:
     """Train a preset, TOML file or Config; returns a ``Run``, or a ``Sweep`` with ``seeds``.
@@ -125,13 +135,15 @@ def train(
     ``runs/<name>-<time>`` (``runs/<name>-seeds-<time>`` with ``seeds``). ``device``
     is auto, cpu, cuda, cuda:N or mps. ``progress`` is ``bar``, ``lines``, ``off`` or
     None (a bar on a terminal, else a line per tenth of training). Overrides as in
-    ``load_config``.
+    ``load_config``. ``max_runs`` as in ``sweep``.
     """
     cfg = load_config(config, overrides, **sections)
     extra = {"train.seed": seed} if seed is not None else {}
     if device is not None:
         extra["train.device"] = device
     cfg = cfg.replace(extra) if extra else cfg
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs: must be an integer >= 1, got {jobs!r}")
     if seeds is None:
         if rerun:
             raise ConfigError(
@@ -150,21 +162,32 @@ def train(
     folder = Path(out) if out is not None else default_out(cfg.name, "-seeds")
     shown = progress or "off"  # several runs: a line each as they finish, unless asked
     run_sweep(
-        cfg, {}, seed_list, folder, jobs=jobs, rerun=rerun, announce=out is None, progress=shown
+        cfg,
+        {},
+        seed_list,
+        folder,
+        jobs=jobs,
+        rerun=rerun,
+        announce=out is None,
+        progress=shown,
+        max_runs=max_runs,
     )
     return Sweep(folder)
 
 
-def _seed_list(seeds: int | Sequence[int], first: int) -> list[int]:
+def _seed_list(seeds: int | Sequence[int], first: int) -> Sequence[int]:
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
             raise ConfigError(f"seeds: must be >= 1, got {seeds}")
-        return list(range(first, first + seeds))
+        seed_range(first, seeds)  # every seed within what NumPy and scikit-learn take
+        return range(first, first + seeds)  # counted before any is used (sweep_size)
     seed_list = list(seeds)
     if not seed_list or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seed_list
+        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seed_list
     ):
-        raise ConfigError(f"seeds: expected a count >= 1 or a list of seeds >= 0, got {seeds!r}")
+        raise ConfigError(
+            f"seeds: expected a count >= 1 or a list of seeds in 0..{MAX_SEED}, got {seeds!r}"
+        )
     return seed_list
 
 
@@ -180,6 +203,9 @@ def sweep(
     jobs: int = 1,
     rerun: bool = False,
     progress: str | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    max_runs: int | None = None,
     **sections: Mapping[str, Any],
 ) -> Sweep:
     """Train every point of ``grid`` x ``seeds``, like ``nnlab sweep``; returns the ``Sweep``.
@@ -193,7 +219,13 @@ def sweep(
     which deletes and retrains such runs. ``results.csv`` lists every finished run
     in the folder. ``jobs`` worker processes share the CPU. ``progress`` (``lines``,
     ``bar``) shows each run's progress too; by default a line per finished run.
+    ``backend="ray"`` trains each run (or stack of seeds) as a Ray task: on an embedded
+    Ray, or on the cluster at ``address`` (``"auto"`` or ``"HOST:PORT"``; ``out`` must then
+    be on a file system every node shares; see docs/scale-out.md). A sweep of more than
+    ``max_runs`` runs (default 10,000, ``experiments.sweep_size.MAX_RUNS``) is refused
+    before anything is expanded or written.
     """
+    from nnlab.experiments.dispatch import check_backend
     from nnlab.experiments.sweep import parse_grid_arg, run_sweep
 
     cfg = load_config(config, overrides, **sections)
@@ -207,12 +239,13 @@ def sweep(
             key, values = parse_grid_arg(f"{key}={values}", cfg)
         else:
             cfg.get(key)  # an unknown key is a ConfigError naming it
-            values = list(values)
+            values = values if isinstance(values, range) else list(values)  # a range: counted
             if not values:
                 raise ConfigError(f"grid '{key}': needs at least one value")
         points[key] = values
     seed_list = _seed_list(seeds, cfg.train.seed)
-    _check_runnable(cfg, seeds=len(seed_list))
+    check_backend(backend, address, jobs, cfg)
+    _check_runnable(cfg, seeds=len(seed_list), here=backend == "local" or address is None)
     folder = Path(out) if out is not None else default_out(f"sweep-{cfg.name}")
     run_sweep(
         cfg,
@@ -223,8 +256,78 @@ def sweep(
         rerun=rerun,
         announce=out is None,
         progress=progress or "off",
+        backend=backend,
+        address=address,
+        max_runs=max_runs,
     )
     return Sweep(folder)
+
+
+def tune(
+    config: str | Path | Config,
+    overrides: Overrides = None,
+    /,
+    *,
+    params: Mapping[str, Any] | Sequence[str] | None = None,
+    trials: int | None = None,
+    metric: str | None = None,
+    direction: str | None = None,
+    pruner: str | None = None,
+    jobs: int = 1,
+    storage: str | None = None,
+    study: str | None = None,
+    out: str | Path | None = None,
+    timeout: float | None = None,
+    device: str | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    **sections: Mapping[str, Any],
+) -> TuneResult:
+    """Search hyperparameters with Optuna, like ``nnlab tune``; returns a ``TuneResult``
+    (best trial, its params and validation score, its test accuracy read once at the end).
+
+    ``params`` maps dotted keys to specs (``{"optim.lr": "loguniform(1e-4, 1e-1)",
+    "model.activation": ["relu", "tanh"]}``) or is a list of ``"KEY=SPEC"``; it extends the
+    config's ``[tune.params]``, as ``trials``, ``metric``, ``direction`` and ``pruner`` override
+    its ``[tune]`` table (docs/tune.md). Trials score on ``data.val_fraction`` of the training
+    set (0.2 unless the config has one; an explicit 0 is refused). ``out`` defaults to
+    ``runs/tune-<name>``; calling again with the same ``out`` continues the study up to
+    ``trials``. ``storage`` is an Optuna RDB URL shared by several processes or machines
+    (default ``sqlite:///OUT/study.db``); ``jobs`` worker processes share the CPU.
+    ``backend="ray"`` runs the ``jobs`` workers as Ray tasks: on an embedded Ray, or on the
+    cluster at ``address`` (then ``out`` on a shared file system and ``storage`` an RDB
+    server every node reaches; docs/scale-out.md).
+    """
+    from nnlab.experiments.dispatch import check_backend
+    from nnlab.experiments.tune import run_tune, search_settings
+
+    flat = _flatten(overrides, sections)
+    cfg = load_config(config, {**flat, **({"train.device": device} if device else {})})
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs: must be an integer >= 1, got {jobs!r}")
+    flags = {"trials": trials, "metric": metric, "direction": direction, "pruner": pruner}
+    settings = search_settings(cfg, params, **flags)
+    check_backend(backend, address, cfg=cfg)  # --jobs: the number of Ray workers too
+    _check_runnable(cfg, here=backend == "local" or address is None)
+    folder = Path(out) if out is not None else Path("runs") / f"tune-{cfg.name}"
+    workers = None
+    if backend == "ray":
+        from functools import partial
+
+        from nnlab.experiments.ray_backend import run_ray_tune
+
+        workers = partial(run_ray_tune, address=address)
+    return run_tune(
+        cfg,
+        settings,
+        folder,
+        jobs=jobs,
+        storage=storage,
+        study=study,
+        timeout=timeout,
+        val_fraction_given="data.val_fraction" in flat,
+        backend=workers,
+    )
 
 
 def resume(path: str | Path, *, device: str | None = None, progress: str | None = None) -> Run:
@@ -267,6 +370,24 @@ def report(*dirs: str | Path, out: str | Path | None = None, note: str = "") -> 
     result = write_report([Path(d) for d in dirs], folder, note=note)
     print_notices(result["notices"])
     return result["html"]
+
+
+def check(
+    *files: str | Path,
+    input_shape: Sequence[int] = (2,),
+    n_classes: int = 2,
+    kwargs: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    steps: int = 500,
+) -> list[dict[str, Any]]:
+    """``nnlab check FILE.py[:Class] ...``: one dict per check (file, module, check, status,
+    value, detail); NumPy modules get gradient checks, a torch model (built with ``kwargs``,
+    ``input_shape``, ``n_classes``) shape, gradients and overfitting (docs/user-models.md)."""
+    from nnlab.experiments.checks import check_files
+
+    options = {"input_shape": tuple(input_shape), "n_classes": n_classes, "seed": seed}
+    rows = check_files([str(f) for f in files], kwargs=dict(kwargs or {}), steps=steps, **options)
+    return [r.to_dict() for r in rows]
 
 
 # --------------------------------------------------------------------------- results

@@ -3,8 +3,9 @@
 ``build_parser`` declares every sub-command and its flags; each one's work is a
 ``cmd_*`` function (``cli_commands.py``; ``nnlab data`` in ``cli_data.py``).
 ``main`` runs one and turns errors into the contract's exit codes: 0 success; 2
-bad usage, config or input (one line on stderr, no traceback); 1 anything else;
-130 interrupted.
+bad usage, config or input (one line on stderr, no traceback); 1 anything else
+(a bug: one line saying so, the traceback in a file, ``cli_crash.py``; ``NNLAB_DEBUG=1``
+shows it instead); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import argparse
 import sys
 
 from nnlab import __version__
+from nnlab.cli_check import add_check_command
 from nnlab.cli_commands import (
     UsageError,
+    add_backend_args,
     cmd_keys,
     cmd_presets,
     cmd_report,
@@ -23,7 +26,15 @@ from nnlab.cli_commands import (
     cmd_sweep,
     cmd_train,
 )
+from nnlab.cli_crash import (
+    debugging,
+    out_of_memory,
+    path_error_line,
+    report_bug,
+    silence_stdout,
+)
 from nnlab.cli_data import add_data_command
+from nnlab.cli_tune import add_tune_command
 from nnlab.errors import NnlabError
 
 
@@ -88,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="with several runs: delete and retrain the runs in --out whose saved config "
             "differs from this one (else such a rerun is refused)",
         )
+        s.add_argument(
+            "--max-runs",
+            type=int,
+            metavar="N",
+            help="refuse a sweep of more than N runs (grid points x seeds; default 10,000)",
+        )
 
     def add_progress(s, help: str) -> None:
         s.add_argument(
@@ -130,9 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="values to sweep (repeatable: a product)",
     )
     add_progress(s, "each run's progress too (auto: only a line per finished run)")
+    add_backend_args(s)
     s.set_defaults(func=cmd_sweep)
 
     add_data_command(sub)
+    add_check_command(sub)  # nnlab check FILE.py[:Class] ... (cli_check.py)
+    add_tune_command(sub)
 
     s = sub.add_parser(
         "report", help="write report.md and a self-contained report.html from run and sweep folders"
@@ -176,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="CIFAR-10 to import first: the official archive/folder, or an ImageFolder tree/.tar.gz",
     )
     s.add_argument(
+        "--download-cifar10",
+        action="store_true",
+        help="when CIFAR-10 is not imported, try one download of it (md5-checked, short "
+        "timeout); offline, go on without it",
+    )
+    s.add_argument(
         "--out",
         metavar="DIR",
         help="output folder (default runs/reproduce-<scale>; a rerun resumes it)",
@@ -194,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as Python's noise at exit
+        return code
     except NnlabError as exc:
         message = " ".join(str(exc).split())  # one line, always
         from nnlab.engine.distributed import announce_error
@@ -205,17 +233,34 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nnlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (nnlab keys | head): no error
+        silence_stdout()
+        return 141
     except Exception as exc:
-        # torch.cuda.OutOfMemoryError, without importing torch here
-        if type(exc).__name__ != "OutOfMemoryError":
+        if debugging():
             raise
-        # Files written so far are intact (atomic writes); the fix is a smaller batch or model.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
-        print(
-            f"nnlab: error: CUDA out of memory ({first[:160]}); lower train.batch_size or the model size",
-            file=sys.stderr,
-        )
-        return 1
+        # torch.cuda.OutOfMemoryError, without importing torch here
+        if type(exc).__name__ == "OutOfMemoryError":
+            # Files written so far are intact (atomic writes); the fix is a smaller batch or model.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+            print(
+                f"nnlab: error: CUDA out of memory ({first[:160]}); lower train.batch_size or the model size",
+                file=sys.stderr,
+            )
+            return 1
+        if out_of_memory(exc):  # not a bug: this process hit its memory limit (ulimit -v, a cgroup)
+            print(
+                "nnlab: error: out of memory in this process; lower train.batch_size, the data "
+                "size or the model size, or raise the memory limit",
+                file=sys.stderr,
+            )
+            return 1
+        line = path_error_line(exc)  # a path too long, unreadable, on a full disk...
+        if line is not None:
+            print(line, file=sys.stderr)
+            return 2
+        # A bug: one line saying so and where the traceback went (cli_crash.py).
+        return report_bug(exc, argv)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,24 @@ def _config_from_args(args, extra: dict | None = None):
     return load_config(args.config, overrides)
 
 
+def add_backend_args(parser) -> None:
+    """``--backend local|ray`` and ``--address``: where the runs of a sweep (or study) train."""
+    parser.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process or --jobs worker processes (default); ray: Ray tasks (a "
+        "sweep: one per run; tune: --jobs workers), on an embedded Ray or on the cluster at "
+        "--address (pip install 'nnlab[ray]'; docs/scale-out.md)",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="HOST:PORT|auto",
+        help="with --backend ray: join this running Ray cluster (auto: the one started on "
+        "this machine); --out must be on a file system every node shares",
+    )
+
+
 def _default_out(name: str, kind: str = "") -> Path:
     from nnlab.api import default_out
 
@@ -97,6 +115,8 @@ def cmd_resume(args) -> int:
 def cmd_train(args) -> int:
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     if args.rerun and args.seeds is None:
         raise UsageError(
             "--rerun applies to --seeds N (a sweep folder); one run goes to a new --out"
@@ -126,6 +146,7 @@ def cmd_train(args) -> int:
         jobs=args.jobs,
         progress=_progress(args),
         rerun=args.rerun,
+        max_runs=args.max_runs,
     )
     if isinstance(result, api.Run):
         _print_run(result.summary, result.path)
@@ -159,6 +180,9 @@ def cmd_sweep(args) -> int:
         jobs=args.jobs,
         rerun=args.rerun,
         progress=_progress(args),
+        backend=args.backend,
+        address=args.address,
+        max_runs=args.max_runs,
     )
     print(result.format_summary())
     print(f"sweep folder: {result.path} (results.csv)")
@@ -186,7 +210,13 @@ def cmd_reproduce(args) -> int:
     if args.jobs < 0:
         raise UsageError(f"--jobs must be >= 0 (0: one per core), got {args.jobs}")
     out = Path(args.out) if args.out else Path("runs") / f"reproduce-{args.scale}"
-    result = run_reproduce(args.scale, out, cifar10=args.cifar10, jobs=args.jobs)
+    result = run_reproduce(
+        args.scale,
+        out,
+        cifar10=args.cifar10,
+        jobs=args.jobs,
+        download_cifar10=args.download_cifar10,
+    )
     print_notices(result["notices"])
     _, head, rows = result["summary"]
     print(format_table(head, rows))

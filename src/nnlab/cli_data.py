@@ -68,13 +68,15 @@ def cmd_data(args) -> int:
     if args.archive:
         meta = import_cifar10(args.archive, root)
     elif args.download:
-        from nnlab.data.download import download
+        from nnlab.data.download import CIFAR10_BYTES, download
 
         archive = download(
             args.url,
             root / "downloads" / "cifar-10-python.tar.gz",
             args.md5,
             progress=args.progress,
+            # the official archive's size, when the md5 is the official one; else only the cap
+            size=CIFAR10_BYTES if args.md5 == CIFAR10_MD5 else None,
         )
         meta = import_cifar10(archive, root, origin=args.url)
         archive.unlink()  # the decoded cache is all later runs need

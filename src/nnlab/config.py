@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nnlab.config_check import validate
+from nnlab.config_files import read_layer
 from nnlab.config_sections import (
     SECTIONS,
     DataConfig,
@@ -37,11 +38,13 @@ from nnlab.config_sections import (
     ScheduleConfig,
     TrainConfig,
 )
-from nnlab.config_values import coerce, toml_value
+from nnlab.config_tune import check_tune_table, merge_tune_tables, tune_table_toml
+from nnlab.config_user_code import fill_user_code, resolve_layer_paths
+from nnlab.config_values import coerce, parse_literal, toml_value
 from nnlab.errors import ConfigError
 
 # preset: the name runs are named after (to_toml writes it; a file without it is named by its stem)
-TOP_LEVEL_KEYS = ("preset", "description", "extends", "sweep")
+TOP_LEVEL_KEYS = ("preset", "description", "extends", "sweep", "tune")
 
 
 @dataclass
@@ -57,15 +60,19 @@ class Config:
     description: str = ""
     # For sweep presets: dotted key -> values, e.g. {"data.name": ["moons", "circles"]}.
     sweep: dict[str, list] = field(default_factory=dict)
+    # nnlab tune's [tune] table (config_tune.py): trials, metric, direction, pruner, params
+    tune: dict[str, Any] = field(default_factory=dict)
 
     def get(self, dotted: str) -> Any:
-        section, key = _split_key(dotted)
-        return getattr(getattr(self, section), key)
+        """A key's value; ``model.kwargs.NAME`` is one entry of that table (None if unset)."""
+        section, key, entry = _split_entry(dotted)
+        value = getattr(getattr(self, section), key)
+        return value if entry is None else value.get(entry)
 
     def replace(self, overrides: dict[str, Any]) -> Config:
         """A validated copy with ``{"section.key": value}`` overrides applied."""
         nested = _nest(overrides)
-        return _build(self.to_dict(), nested, self.name, self.description, self.sweep)
+        return _build(self.to_dict(), nested, self.name, self.description, self.sweep, self.tune)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
@@ -90,7 +97,7 @@ def load_config(source: str | Path, overrides: dict[str, Any] | list[str] | None
     ``overrides`` is either ``{"optim.lr": 1e-3}`` or a list of ``"key=value"``
     strings as given to ``--set``.
     """
-    layers, name, description, sweep = _load_layers(str(source), seen=())
+    layers, name, description, sweep, tune = _load_layers(str(source), seen=())
     if isinstance(overrides, list):
         overrides = parse_set_args(overrides)
     nested = {}
@@ -98,7 +105,7 @@ def load_config(source: str | Path, overrides: dict[str, Any] | list[str] | None
         _merge(nested, layer)
     _merge(nested, _nest(overrides or {}))
     defaults = {s: dataclasses.asdict(cls()) for s, cls in SECTIONS.items()}
-    return _build(defaults, nested, name, description, sweep)
+    return _build(defaults, nested, name, description, sweep, tune)
 
 
 def parse_set_args(items: list[str]) -> dict[str, str]:
@@ -108,9 +115,18 @@ def parse_set_args(items: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. optim.lr=1e-3")
-        _split_key(key.strip())
+        _split_entry(key.strip())
         out[key.strip()] = value.strip()
     return out
+
+
+def typed_override(dotted: str, value: Any) -> Any:
+    """A ``--set``/``--grid`` value (a string) or an API value, as the key's type: what
+    ``Config.replace`` is given. A ``model.kwargs.NAME`` string is read as a TOML value when it is one."""
+    section, key, entry = _split_entry(dotted)
+    if entry is not None:
+        return parse_literal(value) if isinstance(value, str) else value
+    return coerce(dotted, value, typing.get_type_hints(SECTIONS[section])[key])
 
 
 def _preset_text(name: str) -> str:
@@ -130,28 +146,20 @@ def _read_toml_text(text: str, where: str) -> dict:
         raise ConfigError(f"{where}: malformed TOML: {exc}") from None
 
 
-def _load_layers(source: str, seen: tuple[str, ...]) -> tuple[list[dict], str, str, dict]:
+def _load_layers(source: str, seen: tuple[str, ...]) -> tuple[list[dict], str, str, dict, dict]:
     """Read a preset/file and the presets it extends; returns layers oldest first.
 
     The name is this source's own: its ``preset`` key, else the preset name or file stem
     (a file that extends a preset is named after the file, not the preset).
     """
-    if source in seen:
-        raise ConfigError(
-            f"preset '{source}': 'extends' forms a cycle: {' -> '.join(seen + (source,))}"
-        )
-    path = Path(source)
-    if source.endswith(".toml") or path.is_file():
-        if path.is_dir() or not path.exists():
-            raise ConfigError(f"config file '{source}' does not exist")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file '{source}' cannot be read: {exc}") from None
+    text, path = read_layer(source, seen)  # regular files only; depth, cycles (config_files)
+    if path is not None:
         where, name = f"config file '{source}'", path.stem
     else:
         text, where, name = _preset_text(source), f"preset '{source}'", source
     raw = _read_toml_text(text, where)
+    if path is not None:  # a user's file it names: from its folder
+        resolve_layer_paths(raw, path.resolve().parent)
     for key, value in raw.items():
         if key in SECTIONS:
             if not isinstance(value, dict):
@@ -165,23 +173,27 @@ def _load_layers(source: str, seen: tuple[str, ...]) -> tuple[list[dict], str, s
     name = raw.get("preset") or name
     description = raw.get("description", "")
     sweep = _check_sweep(raw.get("sweep", {}), where)
+    tune = check_tune_table(raw["tune"], where) if "tune" in raw else {}
     layers: list[dict] = []
     if "extends" in raw:
         parent = raw["extends"]
         if not isinstance(parent, str):
             raise ConfigError(f"{where}: 'extends' must be a preset name or file path")
-        layers, _, parent_description, parent_sweep = _load_layers(parent, (*seen, source))
+        layers, _, parent_description, parent_sweep, parent_tune = _load_layers(
+            parent, (*seen, source)
+        )
         description = description or parent_description
         sweep = {**parent_sweep, **sweep}
+        tune = merge_tune_tables(parent_tune, tune)
     layers.append({k: v for k, v in raw.items() if k in SECTIONS})
-    return layers, name, description, sweep
+    return layers, name, description, sweep, tune
 
 
 def _check_sweep(sweep: Any, where: str) -> dict[str, list]:
     if not isinstance(sweep, dict):
         raise ConfigError(f"{where}: [sweep] must be a table of 'section.key' = [values]")
     for key, values in sweep.items():
-        _split_key(key)
+        _split_entry(key)
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: sweep '{key}' must be a non-empty list of values")
     return dict(sweep)
@@ -202,20 +214,49 @@ def _split_key(dotted: str) -> tuple[str, str]:
     return section, key
 
 
+def _split_entry(dotted: str) -> tuple[str, str, str | None]:
+    """``section.key`` -> (section, key, None); ``section.table.NAME``, an entry of a table-valued
+    key such as ``model.kwargs``, -> (section, table, NAME); else a ConfigError naming the key."""
+    section, sep, key = dotted.partition(".")
+    table, dot, entry = key.partition(".")
+    is_table = sep and section in SECTIONS and dot and entry
+    if is_table and typing.get_type_hints(SECTIONS[section]).get(table) is dict:
+        return section, table, entry
+    section, key = _split_key(dotted)
+    return section, key, None
+
+
 def _nest(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Dotted overrides as sections; a table entry (``model.kwargs.width``) as a one-entry table."""
     nested: dict[str, dict[str, Any]] = {}
     for dotted, value in flat.items():
-        section, key = _split_key(dotted)
-        nested.setdefault(section, {})[key] = value
+        section, key, entry = _split_entry(dotted)
+        if entry is None:
+            nested.setdefault(section, {})[key] = value
+            continue
+        table = nested.setdefault(section, {}).setdefault(key, {})
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{dotted}: {section}.{key} is given whole too; give one or the other"
+            )
+        table[entry] = parse_literal(value) if isinstance(value, str) else value
     return nested
 
 
 def _merge(into: dict, layer: dict) -> None:
+    """Later layers win key by key; a table (``model.kwargs``) merges entry by entry."""
     for section, values in layer.items():
-        into.setdefault(section, {}).update(values)
+        target = into.setdefault(section, {})
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                target[key] = {**target[key], **value}
+            else:
+                target[key] = value
 
 
-def _build(base: dict, nested: dict, name: str, description: str, sweep: dict) -> Config:
+def _build(
+    base: dict, nested: dict, name: str, description: str, sweep: dict, tune: dict | None = None
+) -> Config:
     sections = {}
     for section, cls in SECTIONS.items():
         values = dict(base[section])
@@ -225,9 +266,16 @@ def _build(base: dict, nested: dict, name: str, description: str, sweep: dict) -
                 raise ConfigError(
                     f"unknown key '{section}.{key}'; [{section}] has: {', '.join(hints)}"
                 )
-            values[key] = coerce(f"{section}.{key}", raw, hints[key])
+            value = coerce(f"{section}.{key}", raw, hints[key])
+            # a table merges entry by entry, as the layers do (_merge)
+            values[key] = {**values[key], **value} if hints[key] is dict else value
         sections[section] = cls(**values)
-    cfg = Config(**sections, name=name, description=description, sweep=sweep)
+    # another user's file named here: its digest is the new file's, not the base's
+    model_layer = nested.get("model", {})
+    if ("name" in model_layer or "modules" in model_layer) and "sha256" not in model_layer:
+        sections["model"].sha256 = ""
+    fill_user_code(sections["model"])  # paths made absolute, sha256 filled in (no import)
+    cfg = Config(**sections, name=name, description=description, sweep=sweep, tune=dict(tune or {}))
     validate(cfg)
     return cfg
 
@@ -277,6 +325,8 @@ def to_toml(cfg: Config) -> str:
     if cfg.sweep:
         lines += ["", "[sweep]"]
         lines += [f"{toml_value(k)} = {toml_value(v)}" for k, v in cfg.sweep.items()]
+    if cfg.tune:
+        lines += tune_table_toml(cfg.tune)
     return "\n".join(lines) + "\n"
 
 

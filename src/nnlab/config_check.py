@@ -15,7 +15,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from nnlab.config_limits import check_limits
+from nnlab.config_ranges import check_ranges
 from nnlab.config_sections import SECTIONS
+from nnlab.config_user_code import is_user_model, parse_user_model
 from nnlab.errors import ConfigError
 
 # A ``nnlab.config.Config``; not imported even for type checking: config.py imports this
@@ -59,6 +62,8 @@ def validate(cfg: Config) -> None:
     _check_model(cfg)
     _check_optim(cfg)
     _check_train(cfg)
+    check_ranges(cfg)  # seeds NumPy takes, stratified splits that work (config_ranges.py)
+    check_limits(cfg)  # memory no machine has, NUL in a string (config_limits.py)
 
 
 def _check_data(cfg: Config) -> None:
@@ -115,7 +120,18 @@ def _check_model(cfg: Config) -> None:
     from nnlab.models.registry import model_names
 
     m = cfg.model
-    _choice("model.name", m.name, model_names())
+    if is_user_model(m.name):
+        parse_user_model(
+            m.name
+        )  # FILE.py:Class or package.module:Class (a malformed one: one line)
+    else:
+        _require(
+            m.name in model_names(),
+            "model.name",
+            f"must be one of {', '.join(model_names())}, or a user's model FILE.py:Class",
+            m.name,
+        )
+    _check_user_keys(cfg)
     _choice("model.backend", m.backend, BACKENDS)
     _require(
         m.backend == "torch" or m.name == "mlp",
@@ -158,6 +174,44 @@ def _check_model(cfg: Config) -> None:
         "must list layers like 64,64,M3,128,R128,M,G,F512 (conv width, R residual, "
         "M/M3/A pool, G/GM global pool, F dense)",
         m.widths,
+    )
+
+
+def _check_user_keys(cfg: Config) -> None:
+    """model.kwargs, model.modules and model.sha256: only with a user's file they apply to."""
+    m = cfg.model
+    _require(
+        not m.kwargs or is_user_model(m.name),
+        "model.kwargs",
+        "are a user's model's constructor arguments (model.name = FILE.py:Class); "
+        "nnlab's models take their own keys",
+        m.kwargs,
+    )
+    for key in m.kwargs:
+        _require(
+            key.isidentifier() and key not in ("input_shape", "n_inputs", "n_classes"),
+            f"model.kwargs.{key}",
+            "must be a Python argument name; input_shape, n_inputs and n_classes come from the data",
+            key,
+        )
+    _require(
+        not m.modules or (m.backend == "numpy" and m.modules.endswith(".py")),
+        "model.modules",
+        "is a .py file of NumPy modules for model.backend = numpy "
+        "(a torch model goes in model.name = FILE.py:Class)",
+        m.modules,
+    )
+    _require(
+        not m.sha256 or (is_user_model(m.name) or bool(m.modules)),
+        "model.sha256",
+        "records a user's file (model.name = FILE.py:Class or model.modules); leave it empty",
+        m.sha256,
+    )
+    _require(
+        _utf8(m.name) and _utf8(m.modules),
+        "model.name" if not _utf8(m.name) else "model.modules",
+        "must be a path that is valid UTF-8 (config.toml must read back; rename the file)",
+        m.name if not _utf8(m.name) else m.modules,
     )
 
 

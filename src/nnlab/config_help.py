@@ -113,7 +113,7 @@ def format_keys(markdown: bool = False) -> str:
                     cells = [f"`{k.key}`", k.type, f"`{k.default}`", k.help.replace("|", "\\|")]
                     lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
-        return "\n".join(lines).rstrip() + "\n"
+        return "\n".join([*lines, TUNE_NOTE]).rstrip() + "\n"
     key_w = max(len(k.key) for k in infos)
     type_w = max(len(k.type) for k in infos)
     default_w = min(24, max(len(k.default) for k in infos))
@@ -124,7 +124,16 @@ def format_keys(markdown: bool = False) -> str:
                 cells = f"  {k.key:<{key_w}}  {k.type:<{type_w}}  {k.default:<{default_w}}"
                 lines.append(f"{cells}  {k.help}".rstrip())
         lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+    return "\n".join([*lines, TUNE_NOTE]).rstrip() + "\n"
+
+
+# Not a section of every run: the settings and search space of `nnlab tune` (config_tune.py).
+TUNE_NOTE = (
+    "A config may also hold nnlab tune's table: [tune] trials, metric (val_acc | val_loss), "
+    'direction, pruner (median | halving | none) and [tune.params] "section.key" = "SPEC" '
+    "(loguniform(LOW, HIGH), uniform, int, logint, choice(A, B, ...)); see 'nnlab tune --help' "
+    "and docs/tune.md."
+)
 
 
 def format_config(cfg: Any) -> str:
@@ -154,4 +163,8 @@ def format_config(cfg: Any) -> str:
             "[sweep]",
             *(f"{toml_value(k)} = {toml_value(v)}" for k, v in cfg.sweep.items()),
         ]
+    if cfg.tune:  # nnlab tune's settings and search space, as to_toml writes them
+        from nnlab.config_tune import tune_table_toml
+
+        lines += tune_table_toml(cfg.tune)
     return "\n".join(lines) + "\n"

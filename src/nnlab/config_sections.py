@@ -45,7 +45,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp"  # mlp | cnn | rnn | lstm | gru
+    # mlp | cnn | cnn-fast | rnn | lstm | gru, or a user's model "path/file.py:Class" (a relative
+    # path is read from the TOML file's folder, or from the current one on the command line) or
+    # "package.module:Class": an nn.Module returning logits (docs/user-models.md)
+    name: str = "mlp"
     backend: str = "torch"  # torch | numpy (mlp only)
     # mlp: the hidden layers' widths; rnn, lstm, gru: [state size]
     hidden: list[int] = field(default_factory=lambda: [64, 64])
@@ -69,6 +72,15 @@ class ModelConfig:
     # lstm, gru: chrono init of those biases instead (Tallec & Ollivier, 2018): unit j keeps
     # its state ~u_j steps, u_j ~ U(1, T-1) with T = the sequence length (models/rnn.py)
     chrono: bool = False
+    # a user's model: its constructor's keyword arguments, e.g. --set model.kwargs.width=128;
+    # input_shape, n_inputs and n_classes come from the data when its constructor names them
+    kwargs: dict = field(default_factory=dict)
+    # backend numpy: "path/modules.py" whose Linear, ReLU/Sigmoid/Tanh and CrossEntropy classes
+    # (nnlab.numpy_mlp.modules' forward/backward protocol) build the MLP ("" = nnlab's own)
+    modules: str = ""
+    # sha256 of the user's file (model.name FILE.py:Class or model.modules), filled in when the
+    # config is resolved; training and resume refuse a file that has changed since ("" = fill in)
+    sha256: str = ""
 
 
 @dataclass
@@ -118,8 +130,8 @@ class TrainConfig:
     # CPU runs are deterministic already: same config + seed -> same metrics and weights.
     deterministic: bool = False
     # auto: bf16 autocast / channels_last on CUDA (channels_last for image models only),
-    # and for image models on CPUs with AMX bf16 units (2-3x faster there); off on
-    # other CPUs and on MPS. on | off force them.
+    # and for image models on CPUs with native bf16 units, AMX or AVX512-BF16 (4x faster
+    # for seed-cnn on a 2-core Xeon); off on other CPUs and on MPS. on | off force them.
     amp: str = "auto"
     channels_last: str = "auto"  # auto | on | off, as amp: the channels_last memory format
     # Also write TensorBoard event files (scalars per evaluation, the config, the model

@@ -110,16 +110,26 @@ class Run:
             self._model = self.load_model("final")
         return self._model
 
-    def load_model(self, which: str = "final", device: str = "cpu") -> nn.Module:
+    def load_model(
+        self, which: str = "final", device: str = "cpu", *, model_class: type | None = None
+    ) -> nn.Module:
         """Rebuild the model from ``config.toml`` and load a checkpoint (``weights_only=True``).
 
         ``which``: ``final`` (what ``final_test_acc`` measured: ``best`` when the run
         restored its best checkpoint, else ``last``), ``best`` or ``last``. A NumPy
         backend run returns its ``nnlab.numpy_mlp`` MLP (``.forward(x)`` -> logits).
+
+        A run of a user's model (``model.name = FILE.py:Class``) needs ``model_class``, the
+        class imported by the caller: nnlab never imports code named inside a run folder.
+        It is built with the run's ``model.kwargs``; the ``final`` one is kept as ``.model``
+        (so ``infer`` and ``evaluate`` use it).
         """
         from nnlab.engine.restore import load_run_model
 
-        return load_run_model(self.folder, which, device)
+        model = load_run_model(self.folder, which, device, model_class=model_class)
+        if model_class is not None and which == "final" and device == "cpu":
+            self._model = model
+        return model
 
     def data(self) -> DataBundle:
         """The run's train and test splits, loaded as the run loaded them (same seed, same limits)."""

@@ -70,6 +70,9 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
         raise ConfigError(
             f"data.name: must be one of {', '.join(dataset_names())}, got {cfg.name!r}"
         )
+    from nnlab.config_limits import check_data_fits
+
+    check_data_fits(cfg)  # a dataset that cannot fit in memory: one line before it is built
     module, _, function = DATASETS[cfg.name].partition(":")
     loader = getattr(importlib.import_module(module), function)
     data_seed = seed if cfg.seed < 0 else cfg.seed

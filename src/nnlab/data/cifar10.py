@@ -39,6 +39,7 @@ import torch
 
 from nnlab.config import DataConfig
 from nnlab.data import DataBundle
+from nnlab.data.bounded import members, open_tar, read_file, read_member
 from nnlab.errors import DataError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -49,6 +50,7 @@ TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 CACHE_NAME = "cifar10"
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+MAX_OFFICIAL_BYTES = 1 << 30  # decompressed bytes of the official archive: 178 MB, so 1 GiB
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -115,20 +117,19 @@ def _read_members(source: Path) -> dict[str, bytes]:
             raise DataError(
                 f"{folder}: not a cifar-10-batches-py folder; missing {', '.join(missing)}"
             )
-        return {n: (folder / n).read_bytes() for n in wanted if (folder / n).is_file()}
+        return {n: read_file(folder / n) for n in wanted if (folder / n).is_file()}
     if not source.is_file():
         raise DataError(
             f"{source}: no such file or folder; pass cifar-10-python.tar.gz or a cifar-10-batches-py/ folder"
         )
     out: dict[str, bytes] = {}
     try:
-        # Members are read into memory by name, never extracted: no path can escape.
-        with tarfile.open(source, "r:*") as tar:
-            for member in tar:
+        # Read in memory by name, never extracted (no path escapes); sizes bounded as they stream
+        with open_tar(source, MAX_OFFICIAL_BYTES) as tar:
+            for member in members(tar, str(source)):
                 base = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and base in wanted and base not in out:
-                    f = tar.extractfile(member)
-                    out[base] = f.read() if f is not None else b""
+                    out[base] = read_member(tar, member, str(source))
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{source}: truncated or corrupt archive ({reason})") from None
@@ -209,9 +210,10 @@ def write_cache(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any
     written and fsync'ed is it renamed to ``folder`` (an older copy is moved aside
     first and removed after). A crash leaves the old cache or the new one.
     """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    tmp = None
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder the usual mode
         for name, arr in arrays.items():
             with open(tmp / f"{name}.npy", "wb") as f:
@@ -228,8 +230,12 @@ def write_cache(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any
         os.replace(tmp, folder)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # a data folder that is a file, read-only, or full
+            why = exc.strerror or exc
+            raise DataError(f"{folder}: cannot write the data cache ({why})") from None
         raise
 
 

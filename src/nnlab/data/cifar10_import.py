@@ -27,7 +27,6 @@ A tree with other classes is refused with one line pointing at
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tarfile
 import time
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nnlab.data.bounded import is_tar, members, open_tar, walk_tree
 from nnlab.data.cifar10 import (
     CACHE_NAME,
     CLASSES,
@@ -46,6 +46,7 @@ from nnlab.data.cifar10 import (
     TRAIN_FILES,
     data_root,
     read_cifar10,
+    read_meta,
     write_cache,
 )
 from nnlab.data.imagefolder import SPLITS, decode_tree, split_path
@@ -83,20 +84,14 @@ def detect(source: str | os.PathLike) -> str:
             (source / n).is_file() for n in _OFFICIAL_NAMES
         ):
             return OFFICIAL
-        for path in source.rglob("*"):
-            where = split_path(path.relative_to(source).as_posix())
-            if where and path.is_file():
-                classes[where[0]].add(where[1])
+        for split, cls, _ in walk_tree(source):  # bounded: [top/]split/class/file only
+            classes[split].add(cls)
     elif source.is_file():
-        try:
-            is_tar = tarfile.is_tarfile(source)
-        except (OSError, EOFError, zlib.error):
-            is_tar = False
-        if not is_tar:
+        if not is_tar(source):
             raise _unrecognised(source, "not a folder or a tar archive")
         try:
-            with tarfile.open(source, "r:*") as tar:
-                for member in tar:  # names only; stops at the first sign of the official layout
+            with open_tar(source) as tar:  # decompressed bytes bounded (nnlab.data.bounded)
+                for member in members(tar, str(source)):  # names only; stops at the official layout
                     parts = member.name.split("/")
                     if "cifar-10-batches-py" in parts or parts[-1] in _OFFICIAL_NAMES:
                         return OFFICIAL
@@ -160,9 +155,9 @@ def imported_from(root: str | os.PathLike | None, source: str | os.PathLike) -> 
     if not (source.is_file() and meta_path.is_file()):
         return None
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        meta = read_meta(meta_path.parent)  # checked like every read of the cache's meta.json
+    except DataError:
+        return None  # unreadable: import again
     same = meta.get("source") == str(source.resolve()) and meta.get("source_sha256")
     return meta if same and meta["source_sha256"] == sha256_file(source) else None
 

@@ -22,7 +22,6 @@ reuses ``decode_tree``.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 import zlib
@@ -33,13 +32,24 @@ import numpy as np
 import torch
 
 from nnlab.config import DataConfig
+from nnlab.config_limits import Need, check_fits
 from nnlab.data import DataBundle
+from nnlab.data.bounded import (
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    decode_image,
+    members,
+    open_tar,
+    read_file,
+    read_member,
+    refuse_system_root,
+    walk_tree,
+)
 from nnlab.data.cifar10 import data_root, read_cache, write_cache
 from nnlab.errors import ConfigError, DataError
 
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
+EXTENSIONS = IMAGE_EXTENSIONS
 CACHE_VERSION = 1  # bump when the decoded format changes, so old caches are not reused
-SPLITS = ("train", "test")
 
 
 def _is_archive(path: Path) -> bool:
@@ -50,14 +60,20 @@ def cache_key(source: Path, image_size: int) -> str:
     """A short hash of what the decoded arrays depend on: path, sizes, mtimes, image size."""
     h = hashlib.sha256(f"v{CACHE_VERSION}|{source.resolve()}|{image_size}".encode())
     if source.is_dir():
-        for path in sorted(source.rglob("*")):
-            if path.is_file():
-                st = path.stat()
-                h.update(f"|{path.relative_to(source)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        for _, _, path in walk_tree(source):  # the images only: [top/]split/class/file
+            st = path.stat()
+            h.update(f"|{path.relative_to(source)}|{st.st_size}|{st.st_mtime_ns}".encode())
     else:
         st = source.stat()
         h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:12]
+
+
+def check_decoded_fits(source: Path, count: int, image_size: int) -> None:
+    """Refuse (one line) ``count`` decoded images of ``image_size`` that cannot fit in memory."""
+    side = f"data.image_size={image_size}"
+    need = Need(side, f"{count:,} images of {source} decoded", 2 * count * 3 * image_size**2)
+    check_fits(None, [need])
 
 
 def split_path(rel: str) -> tuple[str, str] | None:
@@ -75,19 +91,17 @@ def split_path(rel: str) -> tuple[str, str] | None:
 
 def _entries(source: Path) -> Iterator[tuple[str, str, str, bytes]]:
     """Yield ``(split, class, name, encoded bytes)`` for every image in a folder or an archive."""
-    if source.is_dir():
-        for path in sorted(source.rglob("*")):
-            where = split_path(path.relative_to(source).as_posix()) if path.is_file() else None
-            if where:
-                yield (*where, str(path), path.read_bytes())
+    if source.is_dir():  # a bounded walk: three levels, never the whole tree below
+        for split, cls, path in walk_tree(source):
+            yield split, cls, str(path), read_file(path)
         return
     try:
-        with tarfile.open(source, "r:*") as tar:
-            for member in tar:  # read in memory, never extracted: no path can escape
+        with open_tar(source) as tar:  # sizes bounded as the bytes stream (data.bounded)
+            for member in members(tar, str(source)):  # in memory, never extracted: no escape
                 where = split_path(member.name) if member.isfile() else None
                 if where:
-                    f = tar.extractfile(member)
-                    yield (*where, f"{source}:{member.name}", f.read() if f else b"")
+                    blob = read_member(tar, member, str(source))
+                    yield (*where, f"{source}:{member.name}", blob)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{source}: truncated or corrupt archive ({reason})") from None
@@ -101,23 +115,14 @@ def decode_tree(
     ``stats``, when given, receives ``images`` (how many were decoded) and ``resized``
     (how many were not already ``image_size`` square).
     """
-    from PIL import Image, UnidentifiedImageError
-
     resized = 0
-
     images: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     names: dict[str, list[str]] = {s: [] for s in SPLITS}
-    for split, cls, name, blob in _entries(source):
-        try:
-            with Image.open(io.BytesIO(blob)) as img:
-                img = img.convert("RGB")
-                if img.size != (image_size, image_size):
-                    resized += 1
-                    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-                chw = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)  # (3, s, s)
-                images[split].append(chw)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DataError(f"{name}: cannot decode image ({exc})") from None
+    for count, (split, cls, name, blob) in enumerate(_entries(source), 1):
+        check_decoded_fits(source, count, image_size)  # as they come (x2 while stacked)
+        chw, was_resized = decode_image(blob, image_size, name)  # (3, s, s); bombs refused
+        resized += was_resized
+        images[split].append(chw)
         names[split].append(cls)
     classes = sorted(set(names["train"]))
     if not classes:
@@ -148,6 +153,7 @@ def load_tree(
     from nnlab.data.augment import channel_stats
 
     source = Path(source).expanduser()
+    refuse_system_root(source)  # "/" would be a walk of the whole disk
     if not (source.is_dir() or _is_archive(source)):
         raise DataError(
             f"data.dir: {source} is not a folder or a .tar.gz of train/<class>/* and test/<class>/* images"

@@ -36,6 +36,11 @@ class TensorLoader:
     keep DDP's average of per-rank mean gradients equal to the one-process
     gradient; so of a last, partial global batch each rank takes an equal share
     and the ``len % world_size`` examples left over sit out that epoch.
+
+    ``min_last``: a last, partial batch (a rank's share of it) smaller than this sits out
+    the epoch. A model with BatchNorm needs 2: in training it cannot normalise a batch of
+    one example. The default 1 keeps every batch (only where a batch of one would occur does
+    2 change anything).
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class TensorLoader:
         transform: BatchTransform | None = None,
         rank: int = 0,
         world_size: int = 1,
+        min_last: int = 1,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
@@ -61,6 +67,7 @@ class TensorLoader:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.min_last = max(1, min_last)
         self.transform = transform
         self.epoch = 0
         self.start_batch, self.start_generator = 0, None
@@ -75,17 +82,20 @@ class TensorLoader:
         drawn: the same order, and the augmentation generator as it was then (one process)."""
         self.start_batch, self.start_generator = batch, generator_state
 
+    def _last_share(self) -> int:
+        """Examples of the last, partial batch this rank trains on (0: it sits out)."""
+        share = 0 if self.drop_last else (len(self.x) % self.batch_size) // self.world_size
+        return share if share >= self.min_last else 0
+
     def __len__(self) -> int:
-        n, b = len(self.x), self.batch_size
-        if self.world_size > 1:  # a last partial batch counts if every rank gets a share of it
-            return n // b + (0 if self.drop_last or (n % b) < self.world_size else 1)
-        return n // b if self.drop_last else -(-n // b)
+        # a last partial batch counts if every rank gets a share of at least min_last of it
+        return len(self.x) // self.batch_size + (1 if self._last_share() else 0)
 
     @property
     def num_examples(self) -> int:
         """Examples this rank yields per epoch."""
         n, b, w = len(self.x), self.batch_size, self.world_size
-        return (n // b) * (b // w) + (0 if self.drop_last else (n % b) // w)
+        return (n // b) * (b // w) + self._last_share()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y, g = self.x, self.y, None
@@ -99,7 +109,7 @@ class TensorLoader:
         if self.start_generator is not None and g is not None:
             g.set_state(self.start_generator)  # the draws of the batches already trained
         self.generator = g
-        n_full = len(self) * self.batch_size if self.drop_last else len(x)
+        n_full = min(len(self) * self.batch_size, len(x))  # without a last batch that sits out
         skip = self.start_batch * self.batch_size
         if skip >= n_full:  # resumed after its last batch (split would yield one empty batch)
             return
@@ -124,8 +134,8 @@ class TensorLoader:
         k, n_full = b // w, n // b  # per-rank batch, full global batches
         parts = [order[: n_full * b].view(n_full, w, k)[:, r].reshape(-1)]  # (n_full * k,)
         rest = order[n_full * b :]  # the last, partial global batch
-        if not self.drop_last and len(rest) >= w:
-            share = len(rest) // w
+        share = self._last_share()
+        if share:
             parts.append(rest[r * share : (r + 1) * share])
         mine = torch.cat(parts).to(self.x.device)
         x, y = self.x[mine], self.y[mine]  # one gather per epoch, then views

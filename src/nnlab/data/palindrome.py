@@ -42,6 +42,13 @@ def n_palindromes(length: int) -> int:
     return N_DIGITS ** -(-(length + 1) // 2)
 
 
+def count_text(length: int) -> str:
+    """``n_palindromes`` as text: digits, or ``10^k`` past 30 digits (Python refuses to print
+    ints of over 4,300 digits, and nobody reads 30)."""
+    half = -(-(length + 1) // 2)
+    return str(N_DIGITS**half) if half <= 30 else f"10^{half}"
+
+
 def mirror(halves: np.ndarray, length: int) -> np.ndarray:
     """Free digits ``(N, ceil((T+1)/2))`` -> full palindromes ``(N, T+1)``, uint8."""
     full_len = length + 1
@@ -184,7 +191,7 @@ def load_palindrome(cfg: DataConfig, seed: int) -> DataBundle:
                 f"data.n_samples: {n} palindromes leave none for training; raise n_samples or lower test_fraction"
             )
         x, y = encode(torch.from_numpy(draw_distinct(n, cfg.length, rng)), cfg.one_hot)
-        info = {"variant": "finite", "n_palindromes": str(total)}
+        info = {"variant": "finite", "n_palindromes": count_text(cfg.length)}
         bundle = DataBundle(x[n_test:], y[n_test:], x[:n_test], y[:n_test], **common, info=info)
         if cfg.epoch_size:
             # Reads the bundle when training starts, so data.limit_train applies first.
@@ -212,7 +219,7 @@ def load_palindrome(cfg: DataConfig, seed: int) -> DataBundle:
     # x_train holds epoch 0's draw so sizes and summaries read as usual; training draws anew.
     first = StreamLoader(cfg.length, cfg.one_hot, n_train, n_train, seed, torch.device("cpu"))
     x_train, y_train = next(iter(first))
-    info = {"variant": "stream", "n_palindromes": str(total)}
+    info = {"variant": "stream", "n_palindromes": count_text(cfg.length)}
     bundle = DataBundle(
         x_train, y_train, x_test, y_test, **common, info=info, train_loader=make_loader
     )

@@ -38,14 +38,43 @@ def image_transforms(
     return ImageTransform(mean, std, d.augment, **common), ImageTransform(mean, std, (), **common)
 
 
+def smallest_batch(model: torch.nn.Module) -> int:
+    """The fewest examples a training batch of ``model`` may hold: 2 with BatchNorm (which
+    cannot normalise one example in training), else 1."""
+    norms = torch.nn.modules.batchnorm._BatchNorm
+    return 2 if any(isinstance(m, norms) for m in model.modules()) else 1
+
+
+def check_batches(cfg: Config, data: DataBundle, model: torch.nn.Module) -> None:
+    """Refuse, before a folder is written, a BatchNorm model trained on batches of one
+    example (``train.batch_size``, a rank's share of it under torchrun) or on a single
+    example: dropping a last batch of one (``make_loaders``) would leave nothing to train on."""
+    smallest = smallest_batch(model)
+    per_rank = cfg.train.batch_size // distributed.world_size()
+    if per_rank < smallest:
+        raise ConfigError(
+            f"train.batch_size: BatchNorm needs batches of 2 or more examples in training, got "
+            f"{cfg.train.batch_size}" + (" over the ranks" if distributed.world_size() > 1 else "")
+        )
+    n = len(data.y_train) if data.train_loader is None else smallest
+    if n < smallest:
+        d = cfg.data
+        cause = f"data.limit_train={d.limit_train}" if d.limit_train else f"data.name={d.name}"
+        raise ConfigError(
+            f"model.batchnorm: BatchNorm needs batches of 2 or more examples in training, and "
+            f"the training set holds {n} ({cause}); train on more examples"
+        )
+
+
 def make_loaders(
-    cfg: Config, data: DataBundle, device: torch.device, plan=None
+    cfg: Config, data: DataBundle, device: torch.device, plan=None, min_last: int = 1
 ) -> tuple[TensorLoader, TensorLoader]:
     """Move the splits to ``device`` once; batches are then views of them.
 
     Under torchrun each rank trains on its share of every global batch and scores
     its share of the test set (see ``nnlab.engine.distributed``). A stack of seeds
-    (``data.stack_seeds``) gets ``StackedLoader``s: each member its own order.
+    (``data.stack_seeds``) gets ``StackedLoader``s: each member its own order. A last
+    training batch smaller than ``min_last`` (``smallest_batch``) sits out each epoch.
     """
     if data.stack_seeds:
         b = cfg.train.batch_size
@@ -73,6 +102,7 @@ def make_loaders(
             rank=distributed.rank(),
             world_size=distributed.world_size(),
             transform=train_tf,
+            min_last=min_last,
         )
     return train, _eval_loader(cfg, data.x_test, data.y_test, device, test_tf)
 

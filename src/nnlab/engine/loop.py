@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from nnlab.engine import distributed
 from nnlab.engine.checkpoint import Saver, load_resume
 from nnlab.engine.epoch import Tally, ratio, train_one_epoch
 from nnlab.engine.fit_state import FitState
-from nnlab.engine.loaders import make_loaders, make_val_loader
+from nnlab.engine.loaders import make_loaders, make_val_loader, smallest_batch
 from nnlab.engine.optim import build_optimizer, build_scheduler
 from nnlab.engine.plan import RunPlan, plan_run
 from nnlab.engine.progress import Progress
@@ -102,6 +103,7 @@ def fit(
     progress: str | None = None,
     resume: dict[str, Any] | None = None,
     plan: RunPlan | None = None,
+    on_eval: Callable[[int, dict[str, float]], str | None] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` as ``cfg`` says; evaluate every ``eval_every`` epochs and after the last.
 
@@ -111,11 +113,14 @@ def fit(
     ``resume`` is a ``last.pt`` state plus its metrics ``history``: training goes
     on from that evaluation or step with model, optimizer, scheduler, counters,
     loader position and RNG state restored, so what follows equals an
-    uninterrupted run's.
+    uninterrupted run's. ``on_eval(epoch, row)`` sees each evaluation's metrics row (member
+    0's) as it is made; a text it returns stops the run there like an early stop, with that
+    text as the stop reason (``nnlab tune``'s pruner: the run folder ends finished, as usual).
     """
     t = cfg.train
     plan = plan or plan_run(cfg, device, data.input_shape, members=len(data.stack_seeds) or 1)
-    train_loader, test_loader = make_loaders(cfg, data, device, plan)
+    # BatchNorm: a last batch of one example sits out (it cannot be normalised in training)
+    train_loader, test_loader = make_loaders(cfg, data, device, plan, smallest_batch(model))
     val_loader = make_val_loader(cfg, data, device, plan)  # data.val_fraction; else None
     if resume is None and hasattr(model, "init_from_data"):  # e.g. cnn-fast's patch whitening
         model.init_from_data(_init_sample(train_loader, test_loader))
@@ -182,6 +187,9 @@ def fit(
                 rows = _rows(state, train_metrics, test_metrics, lr, val_metrics)
                 _check_finite(rows, plan.members)
                 improved = state.record(rows, t)
+                if on_eval is not None:  # before the sink: a checkpoint records the stop
+                    reason = on_eval(epoch, rows[0])
+                    state.stop_reason = state.stop_reason or reason or ""
                 if sink is not None:
                     sink.evaluated(state, rows, improved, saver)
                 bar.update(epoch, rows[0])

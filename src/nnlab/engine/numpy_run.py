@@ -127,6 +127,10 @@ def _write(
     boundary = None
     if data.x_train.shape[1] == 2:  # the model the run reports: best when it restored best
         restored = "restored the best" in fit.stop_reason
+        if cfg.model.modules:  # the user's modules drew it: their forward, the run's weights
+            predict = _user_predictor(cfg, data, fit.best if restored else fit.last)
+            boundary = (data.x_train, data.y_train, data.x_test, data.y_test, predict)
+            return finish_run(run, cfg, fit, info, boundary)
         model = MLP(
             2,
             cfg.model.hidden,
@@ -139,6 +143,23 @@ def _write(
         predict = lambda x: _softmax(model.forward(np.asarray(x, dtype=model.params.dtype)))  # noqa: E731
         boundary = (data.x_train, data.y_train, data.x_test, data.y_test, predict)
     return finish_run(run, cfg, fit, info, boundary)
+
+
+def _user_predictor(cfg: Config, data: Arrays, state: dict[str, np.ndarray]):
+    """Class probabilities ``(P, C)`` of the network of the user's modules with weights ``state``."""
+    from nnlab.numpy_mlp.user_modules import UserModulesMLP
+
+    net = UserModulesMLP(
+        cfg.model.modules,
+        data.x_train.shape[1],
+        cfg.model.hidden,
+        data.n_classes,
+        activation=cfg.model.activation,
+        rng=0,
+        dtype=np.float32,
+    )
+    net.load_lone_state(state)
+    return lambda x: _softmax(net.forward(np.asarray(x, dtype=np.float32)[None])[0])
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ adding a builder and a row.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -102,8 +103,14 @@ def _onecycle(optimizer, cfg: ScheduleConfig, total: int):
     import torch
 
     max_lr = [g["lr"] for g in optimizer.param_groups]
+    # torch ends the warm-up at step pct_start * total - 1 and divides by that: with a warm-up
+    # of exactly one step (e.g. 0.25 of 4 steps) that is 0 / 0. A hair less warm-up is the
+    # limit torch's formula tends to there: the run starts at the peak rate, then anneals.
+    pct_start = cfg.pct_start
+    while float(pct_start * total) - 1 == 0:
+        pct_start = math.nextafter(pct_start, 0.0)
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start
+        optimizer, max_lr=max_lr, total_steps=total, pct_start=pct_start
     ), True
 
 

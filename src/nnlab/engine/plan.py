@@ -33,6 +33,10 @@ def stack_refusal(cfg: Config) -> str | None:
     the CPU; the data check (``stack_data_refusal``) comes when the data is loaded.
     """
     t, m = cfg.train, cfg.model
+    if ":" in m.name:
+        return "a user's model (model.name = FILE.py:Class) trains one seed at a time"
+    if m.modules:
+        return "a user's NumPy modules (model.modules) train one network at a time"
     if cfg.data.name in IMAGE_DATASETS or cfg.data.augment:
         return "image data is normalised and augmented per batch"
     if m.name != "mlp":
@@ -68,6 +72,8 @@ def manual_step_refusal(cfg: Config, amp: bool) -> str | None:
     from nnlab.engine import distributed
 
     m, t = cfg.model, cfg.train
+    if ":" in m.name:
+        return "it is written for nnlab's own MLP, not a user's model"
     if m.name != "mlp" or m.backend != "torch":
         return f"it is written for the torch MLP, not model {m.name!r} (backend {m.backend})"
     if m.batchnorm or m.dropout:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nnlab.config import Config
+from nnlab.config_user_code import user_code_problem
 from nnlab.engine import distributed
 from nnlab.errors import ConfigError
 from nnlab.runs import RunDir, load_checkpoint
@@ -84,6 +85,12 @@ def _load_resume_state(
     if run.finished:
         raise RunError(f"{out}: the run is finished (summary.json exists); nothing to resume")
     saved = load_config(str(run.path / "config.toml"))
+    problem = user_code_problem(saved.model)  # the user's file, against its recorded sha256
+    if problem is not None:
+        raise RunError(
+            f"{out}: {problem}; resume needs the very code the run started with; "
+            "train it again into a new --out"
+        )
     for stale in (
         [*run.path.glob(".*.tmp"), *run.checkpoints.glob(".*.tmp")] if distributed.is_main() else []
     ):

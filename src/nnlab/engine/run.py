@@ -13,6 +13,7 @@ before a folder is created, so a rejected run leaves nothing behind.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from typing import Any
 import torch
 
 from nnlab.config import Config, to_toml
+from nnlab.config_user_code import check_user_code
 from nnlab.data import DataBundle, load_data
 from nnlab.engine import distributed
+from nnlab.engine.loaders import check_batches
 from nnlab.engine.loop import fit
 from nnlab.engine.plan import plan_run, stack_key
 from nnlab.engine.resume import load_initial_weights, load_resume_state
@@ -52,13 +55,19 @@ MAX_STACK_ELEMENTS = 20_000_000
 
 
 def run_training(
-    cfg: Config, out: Path, *, progress: str | None = None, resume: dict[str, Any] | None = None
+    cfg: Config,
+    out: Path,
+    *,
+    progress: str | None = None,
+    resume: dict[str, Any] | None = None,
+    on_eval: Callable[[int, dict[str, float]], str | None] | None = None,
 ) -> dict[str, Any]:
     """Train one run into the folder ``out`` and return its summary.
 
     ``resume`` (from ``engine.resume.load_resume_state``) continues a run already in ``out``.
     The process holds ``out``'s lock (``runs.write.folder_lock``) for the whole run: taken
     at once when ``out`` exists, else when the folder is created (under torchrun, rank 0).
+    ``on_eval``: ``fit``'s per-evaluation callback (torch backend; the NumPy loop has none).
     """
     with ExitStack() as held:
         main = distributed.is_main()  # RANK from the environment, before the group is joined
@@ -69,11 +78,12 @@ def run_training(
             if main:
                 held.enter_context(folder_lock(out))
 
-        return _run_training(cfg, Path(out), progress, resume, lock)
+        return _run_training(cfg, Path(out), progress, resume, lock, on_eval)
 
 
-def _run_training(cfg: Config, out: Path, progress, resume, lock) -> dict[str, Any]:
+def _run_training(cfg: Config, out: Path, progress, resume, lock, on_eval=None) -> dict[str, Any]:
     check_available(cfg)  # train.tensorboard without the package: one line, before any write
+    check_user_code(cfg.model)  # a user's file gone or changed since its sha256: one line
     # under torchrun: join the process group, take this rank's GPU
     device = distributed.setup(cfg, select_device(cfg.train.device))
     set_determinism(cfg.train.deterministic)
@@ -84,6 +94,10 @@ def _run_training(cfg: Config, out: Path, progress, resume, lock) -> dict[str, A
         from nnlab.numpy_mlp.fit import to_arrays
 
         arrays = to_arrays(data)  # bad data (NaN, wrong shapes): one line before the folder exists
+        if cfg.model.modules:  # the user's modules, likewise: built and checked once
+            from nnlab.numpy_mlp.user_modules import check_user_modules
+
+            check_user_modules(cfg.model, arrays.x_train.shape[1], arrays.n_classes)
         lock()
         start_over([out])
         return run_numpy([cfg], [arrays], [Path(out)], progress=progress)[0]
@@ -92,6 +106,7 @@ def _run_training(cfg: Config, out: Path, progress, resume, lock) -> dict[str, A
     if cfg.train.init_from and resume is None:  # a resumed run has its own weights in last.pt
         load_initial_weights(model, cfg.train.init_from)
     plan = plan_run(cfg, device, data.input_shape)  # impossible combinations: one line, here
+    check_batches(cfg, data, model)  # BatchNorm on a single training example: one line
     n_params = sum(p.numel() for p in model.parameters())
     if device.type == "cpu":
         set_cpu_threads(cfg.train.threads, n_params, data.input_shape)
@@ -115,7 +130,17 @@ def _run_training(cfg: Config, out: Path, progress, resume, lock) -> dict[str, A
     tensorboard = _tensorboard(cfg, run, model, data, device, resume)
     try:
         sink = RunSink(run, cfg, tensorboard) if run is not None else None
-        result = fit(cfg, model, data, device, sink, progress=progress, resume=resume, plan=plan)
+        result = fit(
+            cfg,
+            model,
+            data,
+            device,
+            sink,
+            progress=progress,
+            resume=resume,
+            plan=plan,
+            on_eval=on_eval,
+        )
     except TrainingDiverged as exc:  # recorded; its last good checkpoint stays as it was
         if run is not None:
             run.write_summary(diverged_summary(str(exc), time.time() - started, info))

@@ -3,7 +3,8 @@
 A sweep hands its unfinished runs here as groups (runs that may train as one
 stack of seeds, see ``group_runs``); ``run_local`` trains every group and calls
 back as each run finishes, so the sweep can rewrite ``results.csv`` as it goes.
-This module is the one place the experiments call the engine.
+This module is the one place the experiments call the engine (``ray_backend.py``
+runs the same ``train_group`` in Ray tasks; ``dispatch.py`` picks one of the two).
 """
 
 from __future__ import annotations

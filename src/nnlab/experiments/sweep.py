@@ -11,8 +11,8 @@ into the same folder skips a finished run only when that config equals the
 planned one, resumes an unfinished one likewise, and otherwise refuses in one
 line naming the run and the keys that differ, unless ``rerun`` is set, which
 deletes and retrains those runs. A run counts as finished only when its
-``summary.json`` exists. Where the runs train (this process or worker
-processes) is ``backends.py``.
+``summary.json`` exists. Where the runs train (this process, worker
+processes, or Ray tasks) is ``dispatch.py``.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import io
 import itertools
 import sys
 import time
-import typing
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from nnlab.config import Config, config_diff, config_hash
-from nnlab.config_values import coerce
+from nnlab.config import Config, config_diff, config_hash, typed_override
+from nnlab.config_limits import check_fits
 from nnlab.errors import ConfigError, NnlabError, RunError
-from nnlab.experiments.backends import group_runs, run_local
+from nnlab.experiments.dispatch import check_backend, run_runs
+from nnlab.experiments.sweep_size import check_sweep_size, short_name
 from nnlab.reporting.stats import format_summary, mean_std, summarize
 from nnlab.runs import RunFolder, SweepFolder, atomic_write_text, prepare_out_dir, read_json
 from nnlab.runs.write import clear_folder, folder_lock, never_started
@@ -39,8 +39,9 @@ from nnlab.runs.write import clear_folder, folder_lock, never_started
 RESULT_COLUMNS = ["final_test_acc", "best_test_acc", "final_test_loss", "epochs", "train_seconds"]
 
 
-def parse_grid_arg(text: str, cfg: Config) -> tuple[str, list[Any]]:
-    """``"optim.lr=1e-3,1e-2"`` or ``"data.length=3..11"`` -> (key, typed values)."""
+def parse_grid_arg(text: str, cfg: Config) -> tuple[str, Sequence[Any]]:
+    """``"optim.lr=1e-3,1e-2"`` or ``"data.length=3..11"`` -> (key, values); a range stays a
+    ``range`` (counted, never materialised, before ``check_sweep_size`` accepts it)."""
     key, sep, values = text.partition("=")
     key = key.strip()
     if not sep or not values.strip():
@@ -54,7 +55,7 @@ def parse_grid_arg(text: str, cfg: Config) -> tuple[str, list[Any]]:
             raise ConfigError(f"--grid {text!r}: a range a..b takes integers") from None
         if b < a:
             raise ConfigError(f"--grid {text!r}: empty range {a}..{b}")
-        return key, list(range(a, b + 1))
+        return key, range(a, b + 1)
     return key, [v.strip() for v in values.split(",")]
 
 
@@ -68,7 +69,7 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 def run_name(point: dict[str, Any], seed: int) -> str:
     parts = [f"{k}={_short(v)}" for k, v in point.items()]
-    return "__".join([*parts, f"seed={seed}"])
+    return short_name("__".join([*parts, f"seed={seed}"]))  # long values: cut, with a digest
 
 
 def _short(value: Any) -> str:
@@ -83,11 +84,8 @@ def plan(
     """Validate every grid point up front, so a bad value fails before any run starts."""
     jobs = []
     for point in expand_grid(grid):
-        typed = {}
-        for key, value in point.items():
-            section, field_name = key.split(".")
-            tp = typing.get_type_hints(type(getattr(cfg, section)))[field_name]
-            typed[key] = coerce(key, value, tp)
+        # each value as its key's type (a model.kwargs.NAME string: as a TOML value)
+        typed = {key: typed_override(key, value) for key, value in point.items()}
         for seed in seeds:
             run_cfg = cfg.replace({**typed, "train.seed": seed})
             jobs.append((run_name(typed, seed), run_cfg, typed))
@@ -104,8 +102,14 @@ def run_sweep(
     rerun: bool = False,
     announce: bool = False,
     progress: str = "off",
+    backend: str = "local",
+    address: str | None = None,
+    max_runs: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run every (grid point, seed) not finished yet; write ``results.csv``; return its rows.
+
+    ``max_runs``: refuse a sweep of more runs (default ``sweep_size.MAX_RUNS``), counted
+    before the grid is expanded or anything is written.
 
     ``announce``: name ``out`` on stderr once the plan is valid (a new default folder:
     resuming it takes ``--out``).
@@ -116,7 +120,10 @@ def run_sweep(
 
     The process holds ``out``'s lock (``runs.write.folder_lock``) throughout: a second
     sweep into ``out`` stops at once with one line; each run also locks its own folder.
+    ``backend`` ``ray`` trains the runs as Ray tasks (``address``: a cluster to join).
     """
+    check_backend(backend, address, jobs, cfg)  # before anything is written
+    check_sweep_size(grid, len(seeds), max_runs)  # 10^6 runs: one line at once, nothing expanded
     out = Path(out)
     # what ``out`` is, checked before its lock is taken: a rejected folder keeps no .lock
     if out.exists() and not out.is_dir():
@@ -137,6 +144,8 @@ def run_sweep(
             rerun=rerun,
             announce=announce,
             progress=progress,
+            backend=backend,
+            address=address,
         )
 
 
@@ -151,8 +160,13 @@ def _run_sweep(
     rerun: bool,
     announce: bool,
     progress: str,
+    backend: str,
+    address: str | None,
 ) -> list[dict[str, Any]]:
     planned = plan(cfg, grid, seeds)
+    if backend == "local":  # each run's tensors must fit here (config_limits), before any write
+        for _, run_cfg, _ in planned:
+            check_fits(run_cfg)
     if announce:
         print(
             f"sweep folder: {out} (resume an interrupted sweep with --out {out})", file=sys.stderr
@@ -197,7 +211,7 @@ def _run_sweep(
         write_results(out, planned, keys)
 
     # runs that differ only in seed train together, as one stack
-    run_local(group_runs(todo), out, jobs, report, progress)
+    run_runs(todo, out, report, jobs=jobs, progress=progress, backend=backend, address=address)
     rows = write_results(out, planned, keys)
     write_summary_table(out, rows, keys)
     from nnlab.reporting.plots import plot_sweep_boundaries, plot_sweep_metric

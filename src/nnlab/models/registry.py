@@ -35,7 +35,14 @@ def model_names() -> list[str]:
 
 
 def create_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """Build ``cfg.name`` for inputs of ``input_shape`` (one example) and ``n_classes`` outputs."""
+    """Build ``cfg.name`` for inputs of ``input_shape`` (one example) and ``n_classes`` outputs.
+
+    A name ``FILE.py:Class`` (or ``package.module:Class``) is the user's own model
+    (``models/user.py``), built with ``cfg.kwargs``."""
+    if ":" in cfg.name:
+        from nnlab.models.user import build_user_model
+
+        return build_user_model(cfg, input_shape, n_classes)
     if cfg.name not in MODELS:
         raise ConfigError(
             f"model.name: must be one of {', '.join(model_names())}, got {cfg.name!r}"

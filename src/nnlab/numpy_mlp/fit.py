@@ -135,15 +135,19 @@ def fit_stacked(
     if validating:
         x_val, y_val = np.stack([d.x_val for d in data]), np.stack([d.y_val for d in data])
     n, n_features = x_train.shape[1:]
-    model = MLP(
-        n_features,
-        cfg.model.hidden,
-        data[0].n_classes,
-        activation=cfg.model.activation,
-        stack=n_net,
-        rng=[init for init, _ in streams],
-        dtype=DTYPE,
-    )
+    net_args = (n_features, cfg.model.hidden, data[0].n_classes)
+    inits = [init for init, _ in streams]
+    if cfg.model.modules:  # the user's own modules (user_modules.py): one network, not a stack
+        from nnlab.numpy_mlp.user_modules import build_user_network
+
+        if n_net > 1:
+            raise ValueError("a user's model.modules trains one network at a time")
+        model, criterion, test_criterion = build_user_network(
+            cfg.model.modules, *net_args, activation=cfg.model.activation, rng=inits, dtype=DTYPE
+        )
+    else:
+        model = MLP(*net_args, activation=cfg.model.activation, stack=n_net, rng=inits, dtype=DTYPE)
+        criterion, test_criterion = CrossEntropy(), CrossEntropy()  # smoothing is in t_train
     optimizer = build_optimizer(
         o.name,
         model.params,
@@ -155,7 +159,6 @@ def fit_stacked(
         alpha=o.alpha,
         betas=tuple(o.betas),
     )
-    criterion, test_criterion = CrossEntropy(), CrossEntropy()  # label smoothing is in t_train
     total_steps = t.epochs * math.ceil(n / t.batch_size)
 
     def lr_at(epoch: int, step: int) -> float:

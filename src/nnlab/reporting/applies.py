@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nnlab.config_user_code import is_user_model
+
 _SPLITS = ("seed", "limit_train", "limit_test", "val_fraction", "test_fraction")
 _TOY = ("name", "n_samples", *_SPLITS)
 _IMAGES = (
@@ -37,7 +39,7 @@ APPLIES: dict[str, dict[str, tuple[str, ...]]] = {
         "palindrome": (*_SPLITS, "name", "n_samples", "length", "one_hot", "variant", "epoch_size"),
     },
     "model": {
-        "mlp": ("name", "backend", "hidden", "activation", "dropout", "batchnorm"),
+        "mlp": ("name", "backend", "hidden", "activation", "dropout", "batchnorm", "modules"),
         "cnn": ("name", "widths", "activation", "dropout", "batchnorm"),
         "cnn-fast": ("name", "widths", "activation"),
         "rnn": _RECURRENT,
@@ -65,5 +67,8 @@ def applies(cfg: dict[str, dict[str, Any]], section: str, key: str) -> bool:
     families = APPLIES.get(section)
     if families is None:  # [train]: every key applies to every run
         return True
-    keys = families.get(str(cfg.get(section, {}).get("name", "")))
+    name = str(cfg.get(section, {}).get("name", ""))
+    if section == "model" and is_user_model(name):  # its class reads only kwargs (sha256: describe)
+        return key in ("name", "kwargs")
+    keys = families.get(name)
     return keys is None or key in keys

@@ -13,6 +13,7 @@ from nnlab.reporting.describe import provenance, setup_lines, wall_time
 from nnlab.reporting.figures import experiment_figures
 from nnlab.reporting.origin import COURSE_PRESETS, Origin, origin
 from nnlab.reporting.stats import group_stats, pct, ref_cells
+from nnlab.reporting.tune import tune_blocks
 
 COURSE = "the course report (CS324 Deep Learning, Assignment 2)"
 HOW_TO_READ = (
@@ -124,6 +125,8 @@ def build_blocks(
             )
         blocks.append(("table", SETTING_HEAD, rows))
         blocks += experiment_figures(exp, fig_dir, slug)
+        if exp.tune:  # the search that chose this run: its trials and figures
+            blocks += tune_blocks(exp.path, fig_dir, slug)
     blocks += [("h2", "Machine, versions and time"), ("list", provenance(experiments))]
     if notices:
         blocks += [

@@ -17,6 +17,7 @@ from nnlab.errors import RunError
 from nnlab.reporting.course import part_of
 from nnlab.runs import RunFolder, SweepFolder
 from nnlab.runs.read import run_progress
+from nnlab.runs.tune_folder import TuneFolder, is_tune_folder
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Experiment:
     preset: str = ""
     description: str = ""
     note: str = ""  # e.g. "runs not listed in results.csv"
+    tune: bool = False  # a tune folder (nnlab tune): runs holds its best trial's run
     groups: dict[tuple, list[RunFolder]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -43,9 +45,26 @@ class Experiment:
         return "  ".join(f"{k.split('.')[-1]}={v}" for k, v in pairs) or "all seeds"
 
 
+def _refuse_absurd(run: RunFolder) -> None:
+    """A RunError for a config.toml asking for tensors no machine holds (``config_limits``:
+    no run can have trained it); its other keys are read as leniently as before."""
+    from nnlab.config import load_config
+    from nnlab.config_limits import LimitError
+    from nnlab.errors import NnlabError
+
+    path = run.path / "config.toml"
+    try:
+        load_config(str(path))
+    except LimitError as exc:
+        raise RunError(f"{path}: {exc}") from None
+    except NnlabError:
+        pass  # unknown or older keys: the report reads what it knows
+
+
 def finished_run(run: RunFolder) -> RunFolder:
     """``run`` if it is a finished run folder; RunError (one line naming the file) if not."""
     _ = run.config  # a one-line RunError if config.toml is missing or not an nnlab config
+    _refuse_absurd(run)
     if not run.finished:
         raise RunError(
             f"{run.path}: half-finished run (no summary.json yet); "
@@ -118,7 +137,26 @@ def read_sweep(path: Path, notices: list[str]) -> list[Experiment]:
 
 
 def _is_experiment(folder: Path) -> bool:
-    return (folder / "results.csv").is_file() or (folder / "config.toml").is_file()
+    return (
+        (folder / "results.csv").is_file()
+        or (folder / "config.toml").is_file()
+        or is_tune_folder(folder)
+    )
+
+
+def read_tune(path: Path, notices: list[str]) -> list[Experiment]:
+    """A tune folder: its best trial's run as the experiment (the study itself is
+    ``reporting/tune.py``'s blocks); none, with a notice, before a trial has completed."""
+    folder = TuneFolder(path)
+    best = folder.best_run()
+    if best is None:
+        notices.append(f"unfinished: {path} (a tune study without a completed trial yet)")
+        return []
+    run = _readable(best, notices)
+    if run is None:
+        return []
+    note = f"the best of {len(folder.trials)} trials on {folder.settings['metric']}"
+    return [Experiment(path, folder.keys, [run], note=note, tune=True)]
 
 
 def find_folders(folder: Path) -> list[Path]:
@@ -157,7 +195,9 @@ def collect_folders(dirs: list[Path]) -> tuple[list[Experiment], list[str]]:
                 continue
             seen.add(f.resolve())
             try:
-                if (f / "results.csv").is_file():
+                if is_tune_folder(f):
+                    experiments += read_tune(f, notices)
+                elif (f / "results.csv").is_file():
                     experiments += read_sweep(f, notices)
                 elif not (f / "summary.json").is_file():
                     notices.append(unfinished(RunFolder(f)))

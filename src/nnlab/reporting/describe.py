@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from nnlab.config_user_code import is_user_model
 from nnlab.reporting.applies import applies
 from nnlab.reporting.collect import Experiment
 from nnlab.reporting.origin import MACHINE_KEYS, differences, preset_value
@@ -41,6 +42,9 @@ def setup_lines(exp: Experiment) -> list[str]:
         ]
         if shown:
             lines.append(f"[{section}] " + ", ".join(f"{k}={fmt(values[k])}" for k in shown))
+    note = user_code_note(cfg)
+    if note:
+        lines.append(note)
     s = exp.runs[0].summary
     if s.get("n_train") is not None:
         lines.append(f"data size: {s['n_train']} training / {s.get('n_test')} test examples")
@@ -55,6 +59,21 @@ def setup_lines(exp: Experiment) -> list[str]:
     elif diff:
         lines.append(f"differs from preset '{exp.preset}': " + ", ".join(diff))
     return lines
+
+
+def user_code_note(cfg: dict[str, Any]) -> str | None:
+    """A line naming the user's model or modules file (and its sha256) a run was trained with,
+    and saying the report did not import it: user code runs only where a command names it."""
+    model = cfg.get("model", {})
+    name, modules = str(model.get("name", "")), str(model.get("modules", ""))
+    if not is_user_model(name) and not modules:
+        return None
+    what = f"model {name}" if is_user_model(name) else f"NumPy modules {modules}"
+    digest = str(model.get("sha256", ""))[:12]
+    return (
+        f"user code: {what} (sha256 {digest}...); not imported by this report, whose figures "
+        "come from the runs' metrics and saved arrays"
+    )
 
 
 def preset_differences(exp: Experiment) -> list[str] | None:

@@ -33,12 +33,31 @@ def safe_slug(text: str, limit: int = 80) -> str:
     return slug or "_"
 
 
+def plain_text(fig):
+    """Titles, axis labels, legends and notes of ``fig`` drawn as plain text, not mathtext:
+    they hold preset names, keys and values from run files, where a ``$`` is a dollar sign
+    (a malformed ``$\\frac{$`` made matplotlib raise at the end of a run). Tick labels keep
+    mathtext (a log axis's 10^-3). Returns ``fig``."""
+    from matplotlib.axis import Axis, Tick
+    from matplotlib.text import Text
+
+    keep = set()
+    for tick in fig.findobj(Tick):
+        keep.update((id(tick.label1), id(tick.label2)))
+    keep.update(id(axis.offsetText) for axis in fig.findobj(Axis))
+    for text in fig.findobj(Text):
+        if id(text) not in keep:
+            text.set_parse_math(False)
+    return fig
+
+
 def save_figure(fig, path: Path, dpi: int = 100) -> Path:
     """Render ``fig`` to PNG in memory, then write it atomically (no torn image on a crash), and close it."""
     import io
 
     from nnlab.runs import atomic_write_bytes
 
+    plain_text(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     atomic_write_bytes(Path(path), buf.getvalue())
@@ -72,7 +91,7 @@ def curves_figure(history: Sequence[dict[str, float]], title: str = ""):
         ax.legend()
     if title:
         fig.suptitle(title)
-    return fig
+    return plain_text(fig)  # shown in a notebook too: a "$" in the title is text
 
 
 def boundary_grid(x, resolution: int = 120):

@@ -25,8 +25,15 @@ li { margin: 0.15em 0; }
 """
 
 
+def _md_text(text: object) -> str:
+    """Text from run files (a description, a preset name, a path) as Markdown shows it: a
+    ``<`` becomes ``&lt;``, so no raw HTML (a ``<script>``, an ``<img onerror>``) reaches a
+    viewer that renders report.md."""
+    return str(text).replace("<", "&lt;")
+
+
 def _md_cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(blocks: list[tuple], out: Path) -> str:
@@ -35,11 +42,11 @@ def render_markdown(blocks: list[tuple], out: Path) -> str:
     for block in blocks:
         kind = block[0]
         if kind in ("h1", "h2", "h3"):
-            lines += ["#" * int(kind[1]) + " " + block[1], ""]
+            lines += ["#" * int(kind[1]) + " " + _md_text(block[1]), ""]
         elif kind == "p":
-            lines += [block[1], ""]
+            lines += [_md_text(block[1]), ""]
         elif kind == "list":
-            lines += [f"- {item}" for item in block[1]] + [""]
+            lines += [f"- {_md_text(item)}" for item in block[1]] + [""]
         elif kind == "table":
             head, rows = block[1], block[2]
             lines.append("| " + " | ".join(map(_md_cell, head)) + " |")
@@ -48,7 +55,7 @@ def render_markdown(blocks: list[tuple], out: Path) -> str:
             lines.append("")
         elif kind == "figure":
             rel = Path(os.path.relpath(block[1], out)).as_posix()
-            lines += [f"![{Path(block[1]).stem}]({rel})", "", f"*{block[2]}*", ""]
+            lines += [f"![{Path(block[1]).stem}]({rel})", "", f"*{_md_text(block[2])}*", ""]
     return "\n".join(lines)
 
 

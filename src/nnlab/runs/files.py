@@ -86,16 +86,45 @@ def save_arrays(path: Path, arrays: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+MAX_ARRAYS_BYTES = 4 << 30  # an .npz's arrays in all (boundary.npz: ~1 MB; NumPy weights)
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Refuse an .npz whose members inflate past ``MAX_ARRAYS_BYTES``, or whose array header
+    declares more bytes than its member holds (numpy would allocate the declared size first)."""
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        if sum(info.file_size for info in infos) > MAX_ARRAYS_BYTES:
+            raise RunError(f"{path}: arrays of more than {MAX_ARRAYS_BYTES:,} bytes in all")
+        for info in infos:
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                header = np.lib.format.read_array_header_1_0
+                if version != (1, 0):
+                    header = np.lib.format.read_array_header_2_0
+                shape, _, dtype = header(member)
+                if np.prod(shape, dtype=object) * dtype.itemsize > info.file_size:
+                    raise RunError(f"{path}: {info.filename} declares {shape}, more than it holds")
+
+
 def load_arrays(path: Path) -> dict[str, Any]:
-    """Arrays only (``allow_pickle=False``): loading never runs code; a bad file is a RunError."""
+    """Arrays only (``allow_pickle=False``): loading never runs code; a bad file is a RunError,
+    also one whose arrays declare more than they hold or inflate past ``MAX_ARRAYS_BYTES``."""
+    import zipfile
+
     import numpy as np
 
     try:
+        _check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise RunError(f"{path}: not found") from None
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise RunError(f"{path}: not a loadable nnlab array file ({exc})") from None
 
 

@@ -7,7 +7,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from nnlab.errors import RunError
+from nnlab.config_files import read_config_file
+from nnlab.errors import ConfigError, RunError
 from nnlab.runs.files import load_arrays, read_json
 from nnlab.runs.write import metric_columns, read_metrics
 
@@ -99,9 +100,9 @@ class RunFolder:
             path = self.path / "config.toml"
             if not path.is_file():
                 raise RunError(f"{self.path}: not an nnlab run folder (no config.toml)")
-            try:
-                cfg = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            try:  # a regular file of at most 1 MiB (config_files), like any config
+                cfg = tomllib.loads(read_config_file(str(path)))
+            except (ConfigError, tomllib.TOMLDecodeError) as exc:
                 raise RunError(f"{path}: not a readable config ({exc})") from None
             if not all(isinstance(cfg.get(s), dict) for s in ("data", "model", "optim", "train")):
                 raise RunError(

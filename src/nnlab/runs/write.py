@@ -186,8 +186,9 @@ class RunDir:
             try:
                 with open(self.metrics_path, encoding="utf-8") as f:
                     header = f.readline().strip().split(",")
-            except OSError as exc:
-                raise RunError(f"cannot read {self.metrics_path}: {exc.strerror or exc}") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+                raise RunError(f"cannot read {self.metrics_path}: {reason}") from None
             self._columns = (
                 header
                 if header in (METRIC_COLUMNS, METRIC_COLUMNS + VAL_COLUMNS)
@@ -251,6 +252,7 @@ def completed_summary(result: Any, provenance: dict[str, Any]) -> dict[str, Any]
         "selected_on": getattr(result, "selected_on", "test_acc"),
         "best_val_acc": getattr(result, "best_val_acc", None),
         "final_val_acc": result.final.get("val_acc"),
+        "final_val_loss": result.final.get("val_loss"),  # nnlab tune --metric val_loss
         "final_train_acc": result.history[-1]["train_acc"],
         "final_train_loss": result.history[-1]["train_loss"],
         "epochs": result.epochs,
@@ -271,12 +273,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _unreadable(exc: Exception) -> str:
+    """Why a text file cannot be read, in a few words (not UTF-8, a NUL byte...)."""
+    return "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else " ".join(str(exc).split())
+
+
 def read_metrics(path: Path) -> list[dict[str, float]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise RunError(f"{path}: cannot read metrics ({exc.strerror or exc})") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:  # csv.Error: a NUL byte, say
+        reason = getattr(exc, "strerror", None) or _unreadable(exc)
+        raise RunError(f"{path}: cannot read metrics ({reason})") from None
     out = []
     for i, row in enumerate(rows, start=2):
         try:
@@ -300,8 +308,9 @@ def repair_metrics(path: Path, up_to_epoch: int) -> list[dict[str, float]]:
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RunError(f"{path}: cannot read metrics ({exc.strerror or exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or _unreadable(exc)
+        raise RunError(f"{path}: cannot read metrics ({reason})") from None
     headers = [",".join(metric_columns(v)) for v in (False, True)]
     lines = text.split("\n")
     if not lines or lines[0] not in headers:

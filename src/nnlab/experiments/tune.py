@@ -1,0 +1,383 @@
+"""``nnlab tune``: hyperparameter search with Optuna, every trial scored on a validation split.
+
+- The base config (preset or TOML file, plus ``--set``) keeps its ``data.val_fraction`` or
+  gets ``DEFAULT_VAL_FRACTION``; a trial is that config with the tuned keys drawn by Optuna's
+  TPE sampler, trained in this process (no start-up per trial) into
+  ``OUT/trials/trial-NNNN/``, a normal run folder. Its value is the validation metric of
+  the model its run ends with; nothing looks at the test set until the search has ended.
+- Every evaluation reports the metric to the pruner (median or successive halving); a
+  trial it prunes stops there like an early stop (the run folder is finished, its
+  ``stop_reason`` says so) and is recorded as PRUNED.
+- The study lives in a storage (``OUT/study.db``, or ``--storage URL``: PostgreSQL on a
+  cluster). A rerun of the command continues it up to ``--trials`` trials in all. A
+  *worker* (``run_worker``) runs trials until the study holds its budget; the local
+  backend runs one in this process or ``--jobs J`` in spawned processes, and several
+  ``nnlab tune`` processes (or machines) on one storage share the study the same way. A
+  backend is any ``(job, jobs) -> None`` that runs ``run_worker(job, i, threads)``
+  where the storage and OUT are reachable (``--backend ray`` plugs in there).
+- The budget counts completed, pruned and running trials and those that failed by their
+  own result (diverged, or a drawn combination the config rejects). A trial cut short
+  by Ctrl-C or a killed process is recorded as FAIL but not counted: a rerun makes it up.
+- OUT is not locked for the whole study (processes share it through the storage): each
+  trial's run folder is locked by the engine, and the shared files are rewritten from the
+  storage under a short lock (``tune_outputs.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from nnlab.config import Config
+from nnlab.config_tune import TuneSettings
+from nnlab.errors import ConfigError, NnlabError, RunError
+from nnlab.experiments.tune_study import (
+    TuneJob,
+    check_same_study,
+    counted,
+    default_storage,
+    fail_dead_trials,
+    import_optuna,
+    open_study,
+    shown_storage,
+)
+from nnlab.runs.tune_folder import is_tune_folder
+
+DEFAULT_VAL_FRACTION = 0.2
+# What a tune folder may hold besides dotfiles; anything else means it is not one.
+TUNE_FILES = {"study.db", "study.db-journal", "study.db-wal", "study.db-shm", "tune.json"}
+TUNE_FILES |= {"trials.csv", "importances.csv", "best.toml", "history.png", "importances.png"}
+TUNE_FILES |= {"trials"}
+
+
+class TrialFailed(NnlabError):
+    """A trial that failed by its own result: recorded as FAIL, counted, the study goes on."""
+
+
+# --------------------------------------------------------------------------- the whole search
+
+
+def tuning_base(cfg: Config, settings: TuneSettings, val_fraction_given: bool = False) -> Config:
+    """The config every trial starts from: a validation split, no [tune] table; each tuned
+    key's extreme values checked against the config (one line naming the key)."""
+    if not cfg.data.val_fraction:
+        if val_fraction_given:
+            raise ConfigError(
+                "data.val_fraction=0: nnlab tune scores trials on a validation split held out "
+                f"of the training set, never on the test set; give a share > 0 (default {DEFAULT_VAL_FRACTION})"
+            )
+        cfg = cfg.replace({"data.val_fraction": DEFAULT_VAL_FRACTION})
+    base = replace(cfg, tune={})
+    for key, spec in settings.params.items():
+        extremes = spec.choices if spec.kind == "choice" else (spec.low, spec.high)
+        for raw in extremes:
+            try:
+                base.replace({key: spec.config_value(raw, base.get(key))})
+            except ConfigError as exc:
+                raise ConfigError(f"--param {key}={spec.text}: {exc}") from None
+    return base
+
+
+def search_settings(
+    cfg: Config,
+    params: Mapping[str, Any] | Sequence[str] | None = None,
+    **flags: Any,
+) -> TuneSettings:
+    """What to search: ``cfg``'s ``[tune]`` table, extended by ``params`` (key -> spec, or
+    ``"KEY=SPEC"`` strings as ``--param`` gives them), then ``flags`` (trials, metric,
+    direction, pruner; None keeps the table's)."""
+    from nnlab.config_tune import parse_param_args, parse_spec, tune_settings
+
+    if isinstance(params, Mapping):
+        space = {k: parse_spec(k, v, "params:") for k, v in params.items()}
+    else:
+        space = parse_param_args(list(params or []))
+    return tune_settings(cfg.tune, space, **flags)
+
+
+def run_tune(
+    cfg: Config,
+    settings: TuneSettings,
+    out: Path,
+    *,
+    jobs: int = 1,
+    storage: str | None = None,
+    study: str | None = None,
+    timeout: float | None = None,
+    val_fraction_given: bool = False,
+    backend: Callable[[TuneJob, int], None] | None = None,
+) -> TuneResult:
+    """Run (or continue) the study in ``out`` to ``settings.trials`` trials; write its files.
+
+    Returns the best trial (params, value, run folder and, read once now that the search
+    is over, its test accuracy) and the count of trials per state.
+    """
+    from nnlab.experiments import tune_outputs
+
+    out = Path(out)
+    base = tuning_base(cfg, settings, val_fraction_given)
+    job = TuneJob(
+        base, settings, str(out), storage or default_storage(out), study or cfg.name, timeout
+    )
+    optuna = import_optuna()
+    created = not out.exists()
+    prepare_tune_dir(out)
+    try:
+        handle = open_study(job)
+        check_same_study(handle, job)
+        if not handle.trials and any(job.trials_dir.iterdir()):
+            raise RunError(
+                f"--out {out}: trials/ holds trial folders of another study than "
+                f"'{job.study}' in {shown_storage(job.storage)}; use a new --out"
+            )
+    except NnlabError:
+        if created:  # refused before any trial: leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    fail_dead_trials(handle, optuna)
+    done = counted(handle.trials, optuna)
+    print(
+        f"study '{job.study}' in {shown_storage(job.storage)}: {done} of {settings.trials} "
+        f"trials there; tuning {', '.join(settings.params)} on {settings.metric} "
+        f"(data.val_fraction={base.data.val_fraction}); trial folders in {job.trials_dir}",
+        file=sys.stderr,
+    )
+    try:
+        (backend or run_local_workers)(job, jobs)
+    except KeyboardInterrupt:  # list the interrupted trials too; a rerun makes them up
+        handle = open_study(job)
+        fail_dead_trials(handle, optuna)  # those of stopped worker processes
+        tune_outputs.refresh(job, handle)
+        raise
+    return TuneResult.from_finish(tune_outputs.finish(job, open_study(job)))
+
+
+def prepare_tune_dir(out: Path) -> None:
+    """``out`` is new, empty, or a tune folder; else a one-line RunError (nothing written)."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out}: exists and is not a folder")
+    if out.is_dir():
+        foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+        foreign = [n for n in foreign if n not in TUNE_FILES]
+        if foreign and not is_tune_folder(out):
+            raise RunError(
+                f"--out {out}: folder is not empty and is not an nnlab tune folder ({foreign[0]})"
+            )
+    try:
+        (out / "trials").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def run_worker(job: TuneJob, worker: int = 0, threads: int = 0) -> int:
+    """Run trials of ``job``'s study until it holds its budget (or ``job.timeout`` passes);
+    returns how many this worker ran. Any number of workers may run at once, anywhere the
+    storage and ``job.out`` are reachable; ``worker`` is this one's index among them,
+    ``threads`` its share of the CPU threads (0: as the engine picks)."""
+    from nnlab.experiments import tune_outputs
+
+    optuna = import_optuna()
+    if threads:
+        from nnlab.engine.setup import limit_cpu_threads
+
+        limit_cpu_threads(threads)
+    study = open_study(job, seed=job.base.train.seed)
+    fail_dead_trials(study, optuna)
+    budget = job.settings.trials
+    if counted(study.trials, optuna) >= budget:
+        return 0
+    ran = 0
+
+    def after_trial(study, trial) -> None:
+        nonlocal ran
+        ran += 1
+        tune_outputs.announce(job, trial)
+        tune_outputs.refresh(job, study)
+        if counted(study.get_trials(deepcopy=False), optuna) >= budget:
+            study.stop()
+
+    study.optimize(
+        TrialRunner(job),
+        timeout=job.timeout,
+        catch=(TrialFailed,),
+        callbacks=[after_trial],
+        gc_after_trial=False,
+    )
+    return ran
+
+
+class TrialRunner:
+    """The objective: one trial trained in this process into its own run folder."""
+
+    def __init__(self, job: TuneJob) -> None:
+        self.job = job
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from nnlab.engine.run import run_training
+        from nnlab.errors import TrainingDiverged
+
+        job, metric = self.job, self.job.settings.metric
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        folder = job.trials_dir / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run", folder.relative_to(job.out).as_posix())
+        overrides = {
+            key: spec.config_value(spec.suggest(trial), job.base.get(key))
+            for key, spec in job.settings.params.items()
+        }
+        try:
+            cfg = job.base.replace(overrides)
+        except ConfigError as exc:  # a combination the config rejects: a result, not a crash
+            trial.set_user_attr("failure", str(exc))
+            raise TrialFailed(str(exc)) from None
+        pruned: list[str] = []
+
+        def on_eval(epoch: int, row: dict[str, float]) -> str | None:
+            value = row[metric]
+            trial.report(value, epoch)
+            if not trial.should_prune():
+                return None
+            pruned.append(f"pruned at epoch {epoch}")
+            return f"pruned by nnlab tune (trial {trial.number}) at epoch {epoch}: {metric} {value:.4g}"
+
+        try:
+            summary = run_training(cfg, folder, progress="off", on_eval=on_eval)
+        except TrainingDiverged as exc:  # recorded in the run folder and in the study
+            trial.set_user_attr("failure", f"diverged: {exc}")
+            raise TrialFailed(str(exc)) from None
+        except ConfigError as exc:  # the engine cannot train this combination (no folder made)
+            trial.set_user_attr("failure", str(exc))
+            raise TrialFailed(str(exc)) from None
+        trial.set_user_attr("epochs", summary.get("epochs"))
+        if pruned:
+            trial.set_user_attr("note", pruned[0])
+            raise optuna.TrialPruned(pruned[0])
+        value = summary.get(f"final_{metric}")
+        if value is None:  # e.g. a backend that keeps no validation split
+            trial.set_user_attr("failure", f"the run recorded no final {metric}")
+            raise TrialFailed(f"trial {trial.number}: no {metric}")
+        return float(value)
+
+
+def run_local_workers(job: TuneJob, jobs: int) -> None:
+    """The local backend: one worker in this process, or ``jobs`` spawned worker processes
+    splitting the cores. Ctrl-C (or a failed worker) stops them all at once; their
+    unfinished trials are failed, uncounted, by the next run (``fail_dead_trials``)."""
+    if jobs <= 1:
+        run_worker(job)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from nnlab.experiments.backends import Terminated, _catch_sigterm, _init_worker
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    previous = _catch_sigterm()
+    try:
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=mp.get_context("spawn"),  # fork and torch's thread pools do not mix
+            initializer=_init_worker,
+            initargs=(threads, os.getpid()),
+        ) as pool:
+            futures = [pool.submit(run_worker, job, w, threads) for w in range(jobs)]
+            try:
+                for fut in as_completed(futures):
+                    fut.result()
+            except BaseException as exc:
+                for f in futures:
+                    f.cancel()
+                for proc in list(pool._processes.values()):  # no public way to stop them
+                    proc.terminate()
+                if isinstance(exc, Terminated):
+                    print(
+                        f"nnlab: terminated (SIGTERM); the tune workers were stopped; rerun "
+                        f"the same command to continue {job.out}",
+                        file=sys.stderr,
+                    )
+                raise
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What ``nnlab.tune`` returns: the tune folder and its best trial.
+
+    ``best_value`` is the trial's ``metric`` on the validation split (what chose it);
+    ``best_test_acc`` the test accuracy of its run, read once, after the search.
+    """
+
+    path: Path
+    metric: str
+    direction: str
+    budget: int
+    states: dict[str, int]  # COMPLETE, PRUNED, FAIL: trials in the study
+    best_trial: int | None = None
+    best_value: float | None = None
+    best_params: dict[str, str] | None = None  # tuned key -> value, as --set writes it
+    best_test_acc: float | None = None
+    best_config: Path | None = None  # best.toml: nnlab train it
+    best_run: Path | None = None  # the best trial's run folder
+    importance_note: str | None = None  # why there are no parameter importances, if so
+
+    @property
+    def trials(self) -> list[dict[str, Any]]:
+        """trials.csv, one dict per trial (number, state, value, the tuned keys, ...)."""
+        from nnlab.runs.tune_folder import TuneFolder
+
+        return TuneFolder(self.path).trials
+
+    def format_summary(self) -> str:
+        """What ``nnlab tune`` prints at the end."""
+        s = self.states
+        counts = f"{s['COMPLETE']} completed, {s['PRUNED']} pruned, {s['FAIL']} failed"
+        if self.best_trial is None:
+            return f"no completed trial yet ({counts}); tune folder: {self.path}"
+        test = "not recorded" if self.best_test_acc is None else f"{self.best_test_acc:.4f}"
+        params = "  ".join(f"{k}={v}" for k, v in (self.best_params or {}).items())
+        lines = [
+            f"best: trial {self.best_trial}, {self.metric} {self.best_value:.4f} on the "
+            f"validation split (of {sum(s.values())} trials: {counts})",
+            f"  {params}",
+            f"test accuracy of that configuration (looked at once, now): {test}",
+        ]
+        if self.importance_note:
+            lines.append(f"note: {self.importance_note}")
+        lines.append(
+            f"tune folder: {self.path} (trials.csv; nnlab train {self.best_config}; "
+            f"nnlab report {self.path})"
+        )
+        return "\n".join(lines)
+
+    @classmethod
+    def from_finish(cls, done: dict[str, Any]) -> TuneResult:
+        best, path = done["best"] or {}, Path(done["folder"])
+        return cls(
+            path=path,
+            metric=done["metric"],
+            direction=done["direction"],
+            budget=done["budget"],
+            states=done["states"],
+            best_trial=best.get("number"),
+            best_value=best.get("value"),
+            best_params=best.get("params"),
+            best_test_acc=best.get("final_test_acc"),
+            best_config=path / "best.toml" if best else None,
+            best_run=path / best["run"] if best else None,
+            importance_note=done["importance_note"],
+        )
