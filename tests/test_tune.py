@@ -17,8 +17,10 @@ from conftest import REPO, assert_one_line_error
 
 pytest.importorskip("optuna")
 
-# A small, fast moons study: 300 points, 4 epochs, a validation split of 0.2 by default.
+# A small, fast moons study: 300 points, 4 epochs, a validation split of 0.2 by default;
+# one worker process (the CLI's default is one per core), so trials run in a known order.
 TINY = ["--set", "data.n_samples=300", "--set", "train.epochs=4", "--set", "train.eval_every=1"]
+TINY += ["--jobs", "1"]
 SPACE = ["--param", "optim.lr=loguniform(1e-3,1e-1)", "--param", "model.hidden=logint(4,32)"]
 
 

@@ -75,7 +75,11 @@ def add_tune_command(sub) -> argparse.ArgumentParser:
         "successive halving",
     )
     s.add_argument(
-        "--jobs", type=int, default=1, help="worker processes sharing the study (default 1)"
+        "--jobs",
+        type=int,
+        default=0,
+        help="worker processes sharing the study (default 0: one per CPU core; trials are "
+        "single-threaded, so this is what uses the machine)",
     )
     s.add_argument(
         "--storage",
@@ -111,8 +115,8 @@ def cmd_tune(args) -> int:
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise TuneUsageError("nnlab tune: not available under torchrun; use --jobs J")
-    if args.jobs < 1:
-        raise TuneUsageError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs < 0:
+        raise TuneUsageError(f"--jobs must be >= 0 (0: one per CPU core), got {args.jobs}")
     if args.trials is not None and args.trials < 1:
         raise TuneUsageError(f"--trials must be >= 1, got {args.trials}")
     if args.timeout is not None and args.timeout <= 0:
@@ -128,7 +132,7 @@ def cmd_tune(args) -> int:
         metric=args.metric,
         direction=args.direction,
         pruner=args.pruner,
-        jobs=args.jobs,
+        jobs=args.jobs or os.cpu_count() or 1,
         storage=args.storage,
         study=args.study,
         out=args.out,
