@@ -57,40 +57,59 @@ def run_local(
             for name, summary in train_group(group, str(out), 0, progress):
                 on_done(name, summary)
         return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+
+    def finished(results: list[tuple[str, dict[str, Any]]]) -> None:
+        for name, summary in results:
+            on_done(name, summary)
+
+    run_in_workers(
+        [(train_group, (group, str(out), threads, progress)) for group in groups],
+        jobs,
+        threads,
+        finished,
+        stopped=f"the sweep's workers were stopped; rerun the same command to resume {out}",
+    )
+
+
+def run_in_workers(
+    tasks: list[tuple[Callable[..., Any], tuple]],
+    jobs: int,
+    threads: int,
+    on_result: Callable[[Any], None],
+    stopped: str,
+) -> None:
+    """Call each ``(function, args)`` of ``tasks`` in ``jobs`` spawned worker processes of
+    ``threads`` threads each; ``on_result(result)`` runs in this process as each returns.
+
+    Ctrl-C, SIGTERM (then one line: ``stopped``, exit 143) or a failed task stop every
+    worker at once rather than after the queued tasks. Killing a worker is safe: run
+    folders are written atomically and resume drops rows past ``last.pt``.
+    """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    # spawn: a clean interpreter per worker (fork and torch's thread pools do not mix).
-    context = mp.get_context("spawn")
-    pool_args = {
-        "mp_context": context,
-        "initializer": _init_worker,
-        "initargs": (threads, os.getpid()),
-    }
     previous = _catch_sigterm()
     try:
-        with ProcessPoolExecutor(max_workers=jobs, **pool_args) as pool:
-            futures = [
-                pool.submit(train_group, group, str(out), threads, progress) for group in groups
-            ]
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            # spawn: a clean interpreter per worker (fork and torch's thread pools do not mix)
+            mp_context=mp.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(threads, os.getpid()),
+        ) as pool:
+            futures = [pool.submit(function, *args) for function, args in tasks]
             try:
                 for fut in as_completed(futures):
-                    for name, summary in fut.result():
-                        on_done(name, summary)
-            except BaseException as exc:  # Ctrl-C, SIGTERM or a failed run: stop now
+                    on_result(fut.result())
+            except BaseException as exc:  # Ctrl-C, SIGTERM or a failed task: stop now
                 for f in futures:
                     f.cancel()
-                # The executor has no public way to stop running calls. Killing a worker is
-                # safe: every file is written atomically and resume drops rows past last.pt.
+                # The executor has no public way to stop running calls.
                 for proc in list(pool._processes.values()):
                     proc.terminate()
                 if isinstance(exc, Terminated):
-                    print(
-                        f"nnlab: terminated (SIGTERM); the sweep's workers were stopped; "
-                        f"rerun the same command to resume {out}",
-                        file=sys.stderr,
-                    )
+                    print(f"nnlab: terminated (SIGTERM); {stopped}", file=sys.stderr)
                 raise
     finally:
         if previous is not None:

@@ -277,41 +277,16 @@ def run_local_workers(job: TuneJob, jobs: int) -> None:
     if jobs <= 1:
         run_worker(job)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from nnlab.experiments.backends import Terminated, _catch_sigterm, _init_worker
+    from nnlab.experiments.backends import run_in_workers
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    previous = _catch_sigterm()
-    try:
-        with ProcessPoolExecutor(
-            max_workers=jobs,
-            mp_context=mp.get_context("spawn"),  # fork and torch's thread pools do not mix
-            initializer=_init_worker,
-            initargs=(threads, os.getpid()),
-        ) as pool:
-            futures = [pool.submit(run_worker, job, w, threads) for w in range(jobs)]
-            try:
-                for fut in as_completed(futures):
-                    fut.result()
-            except BaseException as exc:
-                for f in futures:
-                    f.cancel()
-                for proc in list(pool._processes.values()):  # no public way to stop them
-                    proc.terminate()
-                if isinstance(exc, Terminated):
-                    print(
-                        f"nnlab: terminated (SIGTERM); the tune workers were stopped; rerun "
-                        f"the same command to continue {job.out}",
-                        file=sys.stderr,
-                    )
-                raise
-    finally:
-        if previous is not None:
-            import signal
-
-            signal.signal(signal.SIGTERM, previous)
+    run_in_workers(
+        [(run_worker, (job, w, threads)) for w in range(jobs)],
+        jobs,
+        threads,
+        on_result=lambda _: None,
+        stopped=f"the tune workers were stopped; rerun the same command to continue {job.out}",
+    )
 
 
 @dataclass(frozen=True)
