@@ -94,3 +94,30 @@ def test_config_identity_ignores_only_the_device():
     other = cfg.replace({"train.epochs": 7})
     assert config_hash(cfg) != config_hash(other) and len(config_hash(cfg)) == 12
     assert config_diff(cfg, other) == [("train.epochs", cfg.train.epochs, 7)]
+
+
+def test_a_grid_of_seeds_is_the_seed_list(cli, tmp_path):
+    """``--grid train.seed=...`` runs those seeds; before, the seed loop overrode them all to
+    ``train.seed`` (the runs named seed=3 and seed=7 trained seed 0 twice)."""
+    tiny = ["--set", "train.epochs=2", "--set", "data.n_samples=200"]
+    proc = cli("sweep", "moons", "--grid", "train.seed=3,7", *tiny, "--out", "G")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_rows(tmp_path / "G" / "results.csv")
+    assert sorted(r["run"] for r in rows) == ["seed=3", "seed=7"]
+    assert sorted(r["seed"] for r in rows) == ["3", "7"]
+    for seed in (3, 7):
+        assert nnlab.open_run(tmp_path / "G" / f"seed={seed}").config.train.seed == seed
+    # the same runs as --seed 3 gives for its run
+    alone = cli("train", "moons", "--seed", "3", *tiny, "--out", "A")
+    assert alone.returncode == 0, alone.stderr
+    a, g = nnlab.open_run(tmp_path / "A"), nnlab.open_run(tmp_path / "G" / "seed=3")
+    assert a.summary["final_test_acc"] == g.summary["final_test_acc"]
+    # both ways of naming seeds at once, a seed twice, a seed out of range: one line, no folder
+    for grid, extra, says in [
+        ("train.seed=3,7", ["--seeds", "2"], "give one of them"),
+        ("train.seed=3,3", [], "given twice"),
+        ("train.seed=4294967295..4294967296", [], "0..4294967295"),
+    ]:
+        proc = cli("sweep", "moons", "--grid", grid, *extra, *tiny, "--out", "bad")
+        assert_one_line_error(proc, says)
+        assert not (tmp_path / "bad").exists()

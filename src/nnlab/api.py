@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nnlab.config import SECTIONS, Config, parse_set_args
+from nnlab.config import SECTIONS, Config, parse_set_args, typed_override
 from nnlab.config import load_config as _load_config
 from nnlab.config_ranges import MAX_SEED, seed_range
 from nnlab.errors import ConfigError, RunError
@@ -191,6 +191,20 @@ def _seed_list(seeds: int | Sequence[int], first: int) -> Sequence[int]:
     return seed_list
 
 
+def _grid_seeds(values: Sequence[Any]) -> Sequence[int]:
+    """``--grid train.seed=0,5,9`` (strings) or ``=0..9`` (a range, kept a range) as seeds."""
+    if isinstance(values, range):
+        if values and not (values[0] >= 0 and values[-1] <= MAX_SEED):
+            raise ConfigError(
+                f"grid 'train.seed': seeds must be in 0..{MAX_SEED}, got {values[0]}..{values[-1]}"
+            )
+        return values
+    seeds = _seed_list([typed_override("train.seed", v) for v in values], 0)
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"grid 'train.seed': a seed is given twice in {list(values)}")
+    return seeds
+
+
 def sweep(
     config: str | Path | Config,
     grid: Mapping[str, Sequence[Any] | str] | None = None,
@@ -244,6 +258,13 @@ def sweep(
                 raise ConfigError(f"grid '{key}': needs at least one value")
         points[key] = values
     seed_list = _seed_list(seeds, cfg.train.seed)
+    if "train.seed" in points:  # a grid of seeds is the seed list, not a key the loop overrides
+        if seeds != 1:
+            raise ConfigError(
+                "grid 'train.seed' and seeds both name the seeds: give one of them"
+                " (--grid train.seed=0,5,9 or --seeds N)"
+            )
+        seed_list = _grid_seeds(points.pop("train.seed"))
     check_backend(backend, address, jobs, cfg)
     _check_runnable(cfg, seeds=len(seed_list), here=backend == "local" or address is None)
     folder = Path(out) if out is not None else default_out(f"sweep-{cfg.name}")
