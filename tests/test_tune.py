@@ -174,6 +174,16 @@ def test_a_study_writes_its_folder_continues_and_is_reported(cli, tmp_path):
     assert result.best_config == out / "best.toml" and result.best_run.is_dir()
     assert result.best_test_acc is not None and set(result.best_params) == set(params)
     assert sorted(p.name for p in (out / "trials").iterdir())[-1] == "trial-0004"
+    # open_run reads the same result back from the folder (no study opened)
+    opened = nnlab.open_run(out)
+    assert (opened.best_trial, opened.best_value, opened.best_params, opened.best_test_acc) == (
+        result.best_trial,
+        result.best_value,
+        result.best_params,
+        result.best_test_acc,
+    )
+    assert opened.states == result.states and opened.best_run == result.best_run
+    assert "test accuracy of that configuration" in opened.format_summary()
     # asked again: nothing left to do; a different search in the same folder is refused
     proc = cli("tune", "moons", *TINY, *SPACE, "--trials", "5", "--out", "t")
     assert proc.returncode == 0 and "5 of 5 trials there" in proc.stderr
@@ -261,3 +271,28 @@ def test_two_processes_share_one_study(tmp_path):
     assert 6 <= len(rows) <= 7  # each process checks the budget before a trial: at most one more
     assert all(r["state"] in ("COMPLETE", "PRUNED") for r in rows)
     assert len(list((tmp_path / "t" / "trials").iterdir())) == len(rows)
+
+
+@pytest.mark.parametrize(
+    "best, says",
+    [
+        ({"number": 0, "value": 0.9, "params": {}, "run": "../elsewhere"}, "inside it"),
+        ({"number": "0", "value": 0.9, "params": {}, "run": "trials/trial-0000"}, "'best'"),
+        ({"number": 0, "value": "high", "params": {}, "run": "trials/trial-0000"}, "'best'"),
+    ],
+)
+def test_open_run_refuses_a_damaged_tune_folder_in_one_line(tmp_path, best, says):
+    import nnlab
+
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "trials.csv").write_text("number,state,value,optim.lr,epochs,duration_s,run,note\n")
+    settings = {"metric": "val_acc", "direction": "maximize", "params": {}, "trials": 3}
+    (out / "tune.json").write_text(json.dumps({**settings, "best": best}))
+    with pytest.raises(nnlab.RunError, match=says) as caught:
+        nnlab.open_run(out)
+    assert "\n" not in str(caught.value)
+    (out / "tune.json").write_text(json.dumps(settings))  # no trial finished yet: no best
+    opened = nnlab.open_run(out)
+    assert opened.best_trial is None and opened.budget == 3
+    assert "no completed trial yet" in opened.format_summary()

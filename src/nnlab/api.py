@@ -364,15 +364,23 @@ def resume(path: str | Path, *, device: str | None = None, progress: str | None 
     return Run(path)
 
 
-def open_run(path: str | Path) -> Run | Sweep:
-    """The run folder (``config.toml``) or sweep folder (``results.csv``) at ``path``."""
+def open_run(path: str | Path) -> Run | Sweep | TuneResult:
+    """The run folder (``config.toml``), sweep folder (``results.csv``) or tune folder
+    (``tune.json`` and ``trials.csv``: the ``TuneResult`` ``nnlab.tune`` returned) at ``path``."""
+    from nnlab.runs.tune_folder import is_tune_folder
+
     folder = Path(path)
     if (folder / "config.toml").is_file():
         return Run(folder)
     if (folder / "results.csv").is_file():
         return Sweep(folder)
+    if is_tune_folder(folder):
+        from nnlab.experiments.tune import TuneResult
+
+        return TuneResult.from_folder(folder)
     raise RunError(
-        f"{folder}: not an nnlab run folder (no config.toml) or sweep folder (no results.csv)"
+        f"{folder}: not an nnlab run folder (no config.toml), sweep folder (no results.csv)"
+        " or tune folder (no tune.json)"
     )
 
 

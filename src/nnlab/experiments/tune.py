@@ -340,6 +340,41 @@ class TuneResult:
         return "\n".join(lines)
 
     @classmethod
+    def from_folder(cls, path: str | Path) -> TuneResult:
+        """The result of the search in a tune folder, read from its files (``nnlab.open_run``):
+        no study is opened, optuna is not needed; a damaged file is a one-line RunError."""
+        from nnlab.runs.tune_folder import TuneFolder
+
+        folder = TuneFolder(path)
+        info, rows = folder.settings, folder.trials
+        best = folder.best
+        if best is not None:
+            folder.best_run()  # best.run must name a folder inside it
+            if not (
+                isinstance(best, dict)
+                and isinstance(best.get("number"), int)
+                and isinstance(best.get("value"), int | float)
+                and isinstance(best.get("params", {}), dict)
+                and isinstance(best.get("final_test_acc"), int | float | None)
+            ):
+                raise RunError(f"{folder.path / 'tune.json'}: 'best' is not an nnlab best trial")
+        budget = info.get("trials")
+        if not isinstance(budget, int) or isinstance(budget, bool):
+            raise RunError(f"{folder.path / 'tune.json'}: 'trials' must be an integer")
+        states = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
+        return cls.from_finish(
+            {
+                "folder": folder.path,
+                "metric": info["metric"],
+                "direction": info["direction"],
+                "budget": budget,
+                "states": states,
+                "best": best,
+                "importance_note": None,
+            }
+        )
+
+    @classmethod
     def from_finish(cls, done: dict[str, Any]) -> TuneResult:
         best, path = done["best"] or {}, Path(done["folder"])
         return cls(
