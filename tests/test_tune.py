@@ -296,3 +296,37 @@ def test_open_run_refuses_a_damaged_tune_folder_in_one_line(tmp_path, best, says
     opened = nnlab.open_run(out)
     assert opened.best_trial is None and opened.budget == 3
     assert "no completed trial yet" in opened.format_summary()
+
+
+def test_trials_of_dead_processes_here_become_failed_and_uncounted(tmp_path):
+    """A trial left RUNNING by a killed worker of this machine is failed (and made up by the
+    budget); one whose process lives, or that another machine runs, is left alone."""
+    import socket
+
+    import optuna
+
+    from nnlab.experiments.tune_study import counted, fail_dead_trials
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    here = socket.gethostname()
+    owners = [(here, gone.pid), (here, os.getpid()), ("another-node", gone.pid)]
+    for host, pid in owners:
+        trial = study.ask()
+        trial.set_user_attr("host", host)
+        trial.set_user_attr("pid", pid)
+    done = study.ask()
+    study.tell(done, 1.0)
+    running = optuna.trial.TrialState.RUNNING
+    assert counted(study.get_trials(), optuna) == 4
+    fail_dead_trials(study, optuna)
+    states = [t.state for t in study.get_trials()]
+    assert states == [
+        optuna.trial.TrialState.FAIL,
+        running,
+        running,
+        optuna.trial.TrialState.COMPLETE,
+    ]
+    assert counted(study.get_trials(), optuna) == 3  # the dead one is made up by the budget
+    fail_dead_trials(study, optuna)  # again: nothing left to fail, no error

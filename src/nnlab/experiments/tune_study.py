@@ -234,8 +234,9 @@ def fail_dead_trials(study, optuna) -> None:
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get("host") == host and not _alive(t.user_attrs.get("pid")):
-            # optuna's own way for stale trials (fail_stale_trials) needs a heartbeat
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            # optuna's own way for stale trials (fail_stale_trials) needs a heartbeat; tell by
+            # number is public, and skip_if_finished covers a trial finished meanwhile
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
 
 def _alive(pid: Any) -> bool:
