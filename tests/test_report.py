@@ -143,6 +143,15 @@ def test_a_folder_that_is_no_run_or_sweep(cli, tmp_path):
     assert_one_line_error(cli("report", "missing"), "missing", "no such folder")
 
 
+def test_a_report_is_not_written_into_a_run_or_sweep_folder(cli, runs, tmp_path):
+    run, sweep = copy(runs, "rnn", tmp_path), copy(runs, "moons", tmp_path)
+    for folder, kind in ((run, "run"), (sweep, "sweep")):
+        before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+        proc = cli("report", str(run), "--out", str(folder))
+        assert_one_line_error(proc, str(folder), f"is a {kind} folder")
+        assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+
+
 def test_results_csv_with_missing_columns(cli, runs, tmp_path):
     sweep = copy(runs, "moons", tmp_path)
     with open(sweep / "results.csv", newline="") as f:

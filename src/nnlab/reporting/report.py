@@ -39,6 +39,11 @@ def write_report(dirs: list[Path], out: Path, note: str = "") -> dict[str, Any]:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out}: exists and is not a folder")
+    for marker, kind in (("config.toml", "run"), ("results.csv", "sweep"), ("tune.json", "tune")):
+        if (out / marker).is_file():  # its figures/ and report files would mix with the run's
+            raise RunError(
+                f"--out {out}: is a {kind} folder; write the report to a folder of its own"
+            )
     experiments, notices = collect(dirs)
     fig_dir = out / "figures"
     try:
