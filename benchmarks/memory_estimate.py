@@ -1,4 +1,4 @@
-"""The memory estimate (``nnlab.config_limits``) against the measured peak, config by config.
+"""The memory estimate (``nnlab.config.limits``) against the measured peak, config by config.
 
     python benchmarks/memory_estimate.py
 
@@ -38,7 +38,7 @@ CHILD = """
 import resource, sys
 import torch
 from nnlab.config import load_config
-from nnlab.config_limits import data_needs, model_needs
+from nnlab.config.limits import data_needs, model_needs
 from nnlab.data import load_data
 from nnlab.models import build_model
 

@@ -15,7 +15,7 @@ SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 @pytest.fixture(autouse=True, scope="session")
 def _crash_files_stay_in_tmp(tmp_path_factory):
-    """A bug's traceback file (nnlab/cli_crash.py) goes to a temp folder during the tests,
+    """A bug's traceback file (nnlab/cli/crash.py) goes to a temp folder during the tests,
     never to ~/.cache/nnlab/crashes; subprocesses inherit it."""
     os.environ.setdefault("NNLAB_CRASH_DIR", str(tmp_path_factory.mktemp("crashes")))
 

@@ -13,7 +13,7 @@ from nnlab.config import SECTIONS, load_config, preset_names
 
 
 def test_every_key_has_a_meaning():
-    from nnlab.config_help import field_help
+    from nnlab.config.help import field_help
 
     helps = field_help()
     every = {f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
@@ -25,7 +25,7 @@ def test_every_key_has_a_meaning():
 
 
 def test_keys_lists_every_key_with_type_default_and_meaning(cli):
-    from nnlab.config_help import keys
+    from nnlab.config.help import keys
 
     proc = cli("keys")
     assert proc.returncode == 0, proc.stderr

@@ -42,7 +42,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from nnlab.config_sections import SECTIONS
+from nnlab.config.sections import SECTIONS
 
 TIMEOUT_S = 60  # per example; a tiny run takes well under a second
 MEMORY_CAP = 4 * 2**30  # RLIMIT_AS for subprocesses: a tiny run's peak is ~0.9 GiB of address space
@@ -83,7 +83,7 @@ BASES = {
 }
 
 
-# Keys whose large values only make a run long (or big: config_limits refuses absurd sizes):
+# Keys whose large values only make a run long (or big: config.limits refuses absurd sizes):
 # their integer draws stay small, plus one absurd value that must be refused.
 WORK_KEYS = {
     "train.epochs": [0, -1, 1, 2, 3],

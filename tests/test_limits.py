@@ -26,7 +26,7 @@ from PIL import Image
 
 from conftest import assert_one_line_error, run_cli
 from nnlab.config import load_config
-from nnlab.config_limits import check_fits, estimate
+from nnlab.config.limits import check_fits, estimate
 from nnlab.data import bounded, cifar10, download
 from nnlab.errors import ConfigError, DataError
 from nnlab.experiments.sweep import parse_grid_arg, run_name

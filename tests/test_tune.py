@@ -33,7 +33,7 @@ def read_trials(folder: Path) -> list[dict[str, str]]:
 
 
 def test_specs_parse_into_kinds_ranges_and_choices():
-    from nnlab.config_tune import parse_param_args, parse_spec
+    from nnlab.config.tune import parse_param_args, parse_spec
 
     space = parse_param_args(
         [

@@ -20,7 +20,7 @@ import pytest
 import nnlab
 from conftest import assert_one_line_error
 from nnlab.config import load_config, to_toml
-from nnlab.config_user_code import file_sha256
+from nnlab.config.user_code import file_sha256
 from nnlab.errors import ConfigError, RunError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "user_models"
@@ -83,7 +83,7 @@ def test_kwargs_and_paths_resolve_and_round_trip(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "exp")
     here = load_config("moons", ["model.name=net.py:MLP"])
     assert here.model.name == cfg.model.name and here.model.sha256 == cfg.model.sha256
-    from nnlab.config_help import format_keys
+    from nnlab.config.help import format_keys
 
     assert "model.kwargs" in format_keys() and "model.modules" in format_keys()
 

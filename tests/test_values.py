@@ -17,7 +17,7 @@ import torch
 
 from conftest import assert_one_line_error
 from nnlab.config import load_config
-from nnlab.config_ranges import MAX_SEED
+from nnlab.config.ranges import MAX_SEED
 from nnlab.data.loader import TensorLoader
 from nnlab.engine.optim import build_scheduler
 from nnlab.errors import ConfigError

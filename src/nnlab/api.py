@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from nnlab.config import SECTIONS, Config, parse_set_args, typed_override
 from nnlab.config import load_config as _load_config
-from nnlab.config_ranges import MAX_SEED, seed_range
+from nnlab.config.ranges import grid_seeds, seed_list
 from nnlab.errors import ConfigError, RunError
 from nnlab.results import Run, Sweep
 
@@ -95,8 +95,8 @@ def _check_runnable(cfg: Config, seeds: int | None = None, *, here: bool = True)
 
     ``here`` False: the runs train elsewhere (Ray workers), so this machine need not have
     the device."""
-    from nnlab.config_limits import check_fits
-    from nnlab.config_user_code import check_user_code
+    from nnlab.config.limits import check_fits
+    from nnlab.config.user_code import check_user_code
     from nnlab.engine import distributed
     from nnlab.engine.setup import select_device
     from nnlab.engine.tensorboard_log import check_available
@@ -105,7 +105,7 @@ def _check_runnable(cfg: Config, seeds: int | None = None, *, here: bool = True)
     check_user_code(cfg.model)  # a user's model file gone or changed since its sha256
     if here:
         select_device(cfg.train.device)
-        check_fits(cfg)  # tensors that cannot fit in this machine's memory (config_limits)
+        check_fits(cfg)  # tensors that cannot fit in this machine's memory (config.limits)
     check_available(cfg)
 
 
@@ -155,8 +155,8 @@ def train(
 
         folder = prepare_out_dir(Path(out) if out is not None else default_out(cfg.name))
         return Run(folder, _summary=run_training(cfg, folder, progress=progress))
-    seed_list = _seed_list(seeds, cfg.train.seed)
-    _check_runnable(cfg, seeds=len(seed_list))
+    seeds_run = seed_list(seeds, cfg.train.seed)
+    _check_runnable(cfg, seeds=len(seeds_run))
     from nnlab.experiments.sweep import run_sweep
 
     folder = Path(out) if out is not None else default_out(cfg.name, "-seeds")
@@ -164,7 +164,7 @@ def train(
     run_sweep(
         cfg,
         {},
-        seed_list,
+        seeds_run,
         folder,
         jobs=jobs,
         rerun=rerun,
@@ -173,36 +173,6 @@ def train(
         max_runs=max_runs,
     )
     return Sweep(folder)
-
-
-def _seed_list(seeds: int | Sequence[int], first: int) -> Sequence[int]:
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ConfigError(f"seeds: must be >= 1, got {seeds}")
-        seed_range(first, seeds)  # every seed within what NumPy and scikit-learn take
-        return range(first, first + seeds)  # counted before any is used (sweep_size)
-    seed_list = list(seeds)
-    if not seed_list or not all(
-        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seed_list
-    ):
-        raise ConfigError(
-            f"seeds: expected a count >= 1 or a list of seeds in 0..{MAX_SEED}, got {seeds!r}"
-        )
-    return seed_list
-
-
-def _grid_seeds(values: Sequence[Any]) -> Sequence[int]:
-    """``--grid train.seed=0,5,9`` (strings) or ``=0..9`` (a range, kept a range) as seeds."""
-    if isinstance(values, range):
-        if values and not (values[0] >= 0 and values[-1] <= MAX_SEED):
-            raise ConfigError(
-                f"grid 'train.seed': seeds must be in 0..{MAX_SEED}, got {values[0]}..{values[-1]}"
-            )
-        return values
-    seeds = _seed_list([typed_override("train.seed", v) for v in values], 0)
-    if len(set(seeds)) < len(seeds):
-        raise ConfigError(f"grid 'train.seed': a seed is given twice in {list(values)}")
-    return seeds
 
 
 def sweep(
@@ -257,21 +227,26 @@ def sweep(
             if not values:
                 raise ConfigError(f"grid '{key}': needs at least one value")
         points[key] = values
-    seed_list = _seed_list(seeds, cfg.train.seed)
+    seeds_run = seed_list(seeds, cfg.train.seed)
     if "train.seed" in points:  # a grid of seeds is the seed list, not a key the loop overrides
         if seeds != 1:
             raise ConfigError(
                 "grid 'train.seed' and seeds both name the seeds: give one of them"
                 " (--grid train.seed=0,5,9 or --seeds N)"
             )
-        seed_list = _grid_seeds(points.pop("train.seed"))
+        values = points.pop("train.seed")  # strings from the CLI, or a range (kept a range)
+        seeds_run = grid_seeds(
+            values
+            if isinstance(values, range)
+            else [typed_override("train.seed", v) for v in values]
+        )
     check_backend(backend, address, jobs, cfg)
-    _check_runnable(cfg, seeds=len(seed_list), here=backend == "local" or address is None)
+    _check_runnable(cfg, seeds=len(seeds_run), here=backend == "local" or address is None)
     folder = Path(out) if out is not None else default_out(f"sweep-{cfg.name}")
     run_sweep(
         cfg,
         points,
-        seed_list,
+        seeds_run,
         folder,
         jobs=jobs,
         rerun=rerun,

@@ -1,10 +1,10 @@
 """The ``nnlab`` command line: the parser, and dispatch with errors as one line.
 
 ``build_parser`` declares every sub-command and its flags; each one's work is a
-``cmd_*`` function (``cli_commands.py``; ``nnlab data`` in ``cli_data.py``).
+``cmd_*`` function (``cli/commands.py``; ``nnlab data`` in ``cli/data.py``).
 ``main`` runs one and turns errors into the contract's exit codes: 0 success; 2
 bad usage, config or input (one line on stderr, no traceback); 1 anything else
-(a bug: one line saying so, the traceback in a file, ``cli_crash.py``; ``NNLAB_DEBUG=1``
+(a bug: one line saying so, the traceback in a file, ``cli/crash.py``; ``NNLAB_DEBUG=1``
 shows it instead); 130 interrupted.
 """
 
@@ -14,8 +14,8 @@ import argparse
 import sys
 
 from nnlab import __version__
-from nnlab.cli_check import add_check_command
-from nnlab.cli_commands import (
+from nnlab.cli.check import add_check_command
+from nnlab.cli.commands import (
     UsageError,
     add_backend_args,
     cmd_keys,
@@ -26,15 +26,15 @@ from nnlab.cli_commands import (
     cmd_sweep,
     cmd_train,
 )
-from nnlab.cli_crash import (
+from nnlab.cli.crash import (
     debugging,
     out_of_memory,
     path_error_line,
     report_bug,
     silence_stdout,
 )
-from nnlab.cli_data import add_data_command
-from nnlab.cli_tune import add_tune_command
+from nnlab.cli.data import add_data_command
+from nnlab.cli.tune import add_tune_command
 from nnlab.errors import NnlabError
 
 
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sweep)
 
     add_data_command(sub)
-    add_check_command(sub)  # nnlab check FILE.py[:Class] ... (cli_check.py)
+    add_check_command(sub)  # nnlab check FILE.py[:Class] ... (cli/check.py)
     add_tune_command(sub)
 
     s = sub.add_parser(
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         if line is not None:
             print(line, file=sys.stderr)
             return 2
-        # A bug: one line saying so and where the traceback went (cli_crash.py).
+        # A bug: one line saying so and where the traceback went (cli/crash.py).
         return report_bug(exc, argv)
 
 

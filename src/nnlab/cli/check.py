@@ -57,7 +57,7 @@ def add_check_command(sub) -> None:
 
 
 def cmd_check(args) -> int:
-    from nnlab.config_values import parse_literal
+    from nnlab.config.values import parse_literal
     from nnlab.experiments.checks import check_files, format_csv, format_rows
 
     try:

@@ -59,7 +59,7 @@ def cmd_presets(args) -> int:
     from nnlab.config import load_config, preset_description, preset_names
 
     if args.name:
-        from nnlab.config_help import format_config
+        from nnlab.config.help import format_config
 
         cfg = load_config(args.name)
         print(
@@ -77,7 +77,7 @@ def cmd_presets(args) -> int:
 
 def cmd_keys(args) -> int:
     """``nnlab keys [--markdown]``: every config key with its type, default and meaning."""
-    from nnlab.config_help import format_keys
+    from nnlab.config.help import format_keys
 
     print(format_keys(markdown=args.markdown), end="")
     return 0

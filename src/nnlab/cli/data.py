@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from nnlab.cli_commands import UsageError
+from nnlab.cli.commands import UsageError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"

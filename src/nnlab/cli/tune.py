@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from nnlab.cli_commands import add_backend_args
+from nnlab.cli.commands import add_backend_args
 from nnlab.errors import NnlabError
 
 EPILOG = """\

@@ -2,14 +2,14 @@
 
 A config resolves in layers (STYLE.md #4):
 
-1. the defaults of the section dataclasses (``config_sections.py``, one per TOML table),
+1. the defaults of the section dataclasses (``config/sections.py``, one per TOML table),
 2. a preset (``src/nnlab/presets/NAME.toml``) or the user's own TOML file, which
    holds only overrides and may ``extends = "other-preset"``,
 3. ``--set section.key=value`` overrides from the command line or the API.
 
 Unknown keys, wrong types and impossible values raise ``ConfigError`` naming the
-key and what is allowed: values are typed by ``config_values.coerce`` and checked
-by ``config_check.validate``. Nothing here imports torch.
+key and what is allowed: values are typed by ``config.values.coerce`` and checked
+by ``config.check.validate``. Nothing here imports torch.
 
 ``to_toml`` writes the resolved config (a run folder's ``config.toml``) with a
 top-level ``preset = "NAME"``, so a run trained again from that file keeps the
@@ -28,9 +28,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from nnlab.config_check import validate
-from nnlab.config_files import read_layer
-from nnlab.config_sections import (
+from nnlab.config.check import validate
+from nnlab.config.files import read_layer
+from nnlab.config.sections import (
     SECTIONS,
     DataConfig,
     ModelConfig,
@@ -38,9 +38,9 @@ from nnlab.config_sections import (
     ScheduleConfig,
     TrainConfig,
 )
-from nnlab.config_tune import check_tune_table, merge_tune_tables, tune_table_toml
-from nnlab.config_user_code import fill_user_code, resolve_layer_paths
-from nnlab.config_values import coerce, parse_literal, toml_value
+from nnlab.config.tune import check_tune_table, merge_tune_tables, tune_table_toml
+from nnlab.config.user_code import fill_user_code, resolve_layer_paths
+from nnlab.config.values import coerce, parse_literal, toml_value
 from nnlab.errors import ConfigError
 
 # preset: the name runs are named after (to_toml writes it; a file without it is named by its stem)
@@ -60,7 +60,7 @@ class Config:
     description: str = ""
     # For sweep presets: dotted key -> values, e.g. {"data.name": ["moons", "circles"]}.
     sweep: dict[str, list] = field(default_factory=dict)
-    # nnlab tune's [tune] table (config_tune.py): trials, metric, direction, pruner, params
+    # nnlab tune's [tune] table (config/tune.py): trials, metric, direction, pruner, params
     tune: dict[str, Any] = field(default_factory=dict)
 
     def get(self, dotted: str) -> Any:
@@ -152,7 +152,7 @@ def _load_layers(source: str, seen: tuple[str, ...]) -> tuple[list[dict], str, s
     The name is this source's own: its ``preset`` key, else the preset name or file stem
     (a file that extends a preset is named after the file, not the preset).
     """
-    text, path = read_layer(source, seen)  # regular files only; depth, cycles (config_files)
+    text, path = read_layer(source, seen)  # regular files only; depth, cycles (config.files)
     if path is not None:
         where, name = f"config file '{source}'", path.stem
     else:

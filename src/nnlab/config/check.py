@@ -15,13 +15,13 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from nnlab.config_limits import check_limits
-from nnlab.config_ranges import check_ranges
-from nnlab.config_sections import SECTIONS
-from nnlab.config_user_code import is_user_model, parse_user_model
+from nnlab.config.limits import check_limits
+from nnlab.config.ranges import check_ranges
+from nnlab.config.sections import SECTIONS
+from nnlab.config.user_code import is_user_model, parse_user_model
 from nnlab.errors import ConfigError
 
-# A ``nnlab.config.Config``; not imported even for type checking: config.py imports this
+# A ``nnlab.config.Config``; not imported even for type checking: the package (config/__init__.py) imports this
 # module, and the import graph stays free of cycles (tests/test_imports.py).
 Config = Any
 
@@ -62,8 +62,8 @@ def validate(cfg: Config) -> None:
     _check_model(cfg)
     _check_optim(cfg)
     _check_train(cfg)
-    check_ranges(cfg)  # seeds NumPy takes, stratified splits that work (config_ranges.py)
-    check_limits(cfg)  # memory no machine has, NUL in a string (config_limits.py)
+    check_ranges(cfg)  # seeds NumPy takes, stratified splits that work (config/ranges.py)
+    check_limits(cfg)  # memory no machine has, NUL in a string (config/limits.py)
 
 
 def _check_data(cfg: Config) -> None:

@@ -1,6 +1,6 @@
 """What each config key means, for ``nnlab keys`` and ``nnlab presets NAME``.
 
-The meaning of a key is the comment beside its field in ``config_sections.py``
+The meaning of a key is the comment beside its field in ``config/sections.py``
 (the comment lines just above the field, then the one at the end of its line):
 that file stays the one place a key is declared and explained. The comments are
 read once with ``tokenize`` and ``ast``; nothing here imports torch.
@@ -17,9 +17,9 @@ import tokenize
 import typing
 from typing import Any
 
-from nnlab import config_sections
-from nnlab.config_sections import SECTIONS
-from nnlab.config_values import toml_value
+from nnlab.config import sections as section_module
+from nnlab.config.sections import SECTIONS
+from nnlab.config.values import toml_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +39,8 @@ class KeyInfo:
 
 @functools.cache
 def field_help() -> dict[str, str]:
-    """``{"section.key": meaning}`` from the field comments of ``config_sections.py``."""
-    source = inspect.getsource(config_sections)
+    """``{"section.key": meaning}`` from the field comments of ``config/sections.py``."""
+    source = inspect.getsource(section_module)
     comments: dict[int, tuple[str, bool]] = {}  # line -> (text, whole line?)
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
@@ -127,7 +127,7 @@ def format_keys(markdown: bool = False) -> str:
     return "\n".join([*lines, TUNE_NOTE]).rstrip() + "\n"
 
 
-# Not a section of every run: the settings and search space of `nnlab tune` (config_tune.py).
+# Not a section of every run: the settings and search space of `nnlab tune` (config/tune.py).
 TUNE_NOTE = (
     "A config may also hold nnlab tune's table: [tune] trials, metric (val_acc | val_loss), "
     'direction, pruner (median | halving | none) and [tune.params] "section.key" = "SPEC" '
@@ -164,7 +164,7 @@ def format_config(cfg: Any) -> str:
             *(f"{toml_value(k)} = {toml_value(v)}" for k, v in cfg.sweep.items()),
         ]
     if cfg.tune:  # nnlab tune's settings and search space, as to_toml writes them
-        from nnlab.config_tune import tune_table_toml
+        from nnlab.config.tune import tune_table_toml
 
         lines += tune_table_toml(cfg.tune)
     return "\n".join(lines) + "\n"

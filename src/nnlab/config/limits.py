@@ -10,7 +10,7 @@ factor of two of the measured peak (``benchmarks/memory_estimate.py``, docs/reli
 Two checks use it, so that a config whose tensors cannot fit is one line naming the key
 and the estimate instead of minutes of swapping and a killed process:
 
-- ``check_absurd`` (part of ``config_check.validate``, so every config, also a run's
+- ``check_absurd`` (part of ``config.check.validate``, so every config, also a run's
   ``config.toml`` read back by ``nnlab report``): more than ``ABSURD_BYTES`` (1 TiB), or a
   single tensor of more than ``MAX_TENSOR_ELEMENTS``, fits no machine nnlab runs on.
 - ``check_fits`` (``nnlab train``/``sweep`` before any folder is created, each run of a
@@ -291,7 +291,7 @@ def check_absurd(cfg: Any) -> None:
 
 
 def check_limits(cfg: Any) -> None:
-    """What ``config_check.validate`` refuses here: a string holding NUL (no path or name can
+    """What ``config.check.validate`` refuses here: a string holding NUL (no path or name can
     hold one; a run folder named after it could not be created), and ``check_absurd``."""
     for section in ("data", "model", "optim", "schedule", "train"):
         for key, value in vars(getattr(cfg, section)).items():

@@ -1,6 +1,6 @@
 """Values at the edges of a key's range that only work out with other keys: seeds, splits, scales.
 
-``config_check.validate`` checks each key alone (``train.seed >= 0``, ``0 < test_fraction < 1``);
+``config.check.validate`` checks each key alone (``train.seed >= 0``, ``0 < test_fraction < 1``);
 ``check_ranges`` (called from it) refuses what passes those checks and still fails later
 inside NumPy, scikit-learn or torch, with one line naming the key:
 
@@ -16,12 +16,13 @@ inside NumPy, scikit-learn or torch, with one line naming the key:
 - ``data.augment`` on data that is not images (refused before a run folder exists);
 - BatchNorm with batches of one example (``train.batch_size = 1``, ``data.limit_train = 1``).
 
-The size of everything (memory) is ``config_limits.py``'s job. Nothing here imports torch.
+The size of everything (memory) is ``config/limits.py``'s job. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from nnlab.errors import ConfigError
@@ -115,6 +116,38 @@ def seed_range(first: int, count: int) -> None:
             f"seeds: {count} seeds from {first} end at {last}, past the largest seed {MAX_SEED}; "
             f"start at --seed {max(0, MAX_SEED - count + 1)} or lower"
         )
+
+
+def seed_list(seeds: int | Sequence[int], first: int) -> Sequence[int]:
+    """The API's ``seeds=``: a count from ``first`` on (a ``range``, counted before any seed is
+    used), or a list of seeds; refused in one line past what NumPy and scikit-learn take."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError(f"seeds: must be >= 1, got {seeds}")
+        seed_range(first, seeds)
+        return range(first, first + seeds)
+    listed = list(seeds)
+    if not listed or not all(
+        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in listed
+    ):
+        raise ConfigError(
+            f"seeds: expected a count >= 1 or a list of seeds in 0..{MAX_SEED}, got {seeds!r}"
+        )
+    return listed
+
+
+def grid_seeds(values: Sequence[int]) -> Sequence[int]:
+    """``--grid train.seed=0,5,9`` (typed) or ``=0..9`` (a range, kept a range) as the seed list."""
+    if isinstance(values, range):
+        if values and not (values[0] >= 0 and values[-1] <= MAX_SEED):
+            raise ConfigError(
+                f"grid 'train.seed': seeds must be in 0..{MAX_SEED}, got {values[0]}..{values[-1]}"
+            )
+        return values
+    seeds = seed_list(values, 0)
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"grid 'train.seed': a seed is given twice in {list(values)}")
+    return seeds
 
 
 def toy_class_sizes(d: Any) -> list[int]:

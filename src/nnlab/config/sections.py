@@ -2,10 +2,10 @@
 
 These are the contract sections of ARCHITECTURE.md (``[data]``, ``[model]``,
 ``[optim]``, ``[schedule]``, ``[train]``); a field's default is the bottom layer
-of every config, and its type is what ``config_values.coerce`` makes of a TOML
+of every config, and its type is what ``config.values.coerce`` makes of a TOML
 value or a ``--set`` string. Add keys freely; never rename one. How the sections
-resolve into a ``Config`` is ``config.py``; what values they may take,
-``config_check.py``.
+resolve into a ``Config`` is the package (``config/__init__.py``); what values they may take,
+``config/check.py``.
 """
 
 from __future__ import annotations

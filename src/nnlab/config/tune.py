@@ -38,8 +38,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from nnlab.config_sections import SECTIONS
-from nnlab.config_values import coerce, toml_value
+from nnlab.config.sections import SECTIONS
+from nnlab.config.values import coerce, toml_value
 from nnlab.errors import ConfigError
 
 KINDS = ("loguniform", "uniform", "int", "logint", "choice")

@@ -3,7 +3,7 @@
 ``coerce`` turns what a TOML file or the command line gives into a field's type
 (``"400,400"`` -> ``[400, 400]``, ``"on"`` -> ``True``) or raises ``ConfigError``
 naming the key; ``toml_value`` writes a value back so that ``coerce`` reads it
-unchanged. The field types are those of the section dataclasses in ``config.py``:
+unchanged. The field types are those of the section dataclasses in ``sections.py``:
 int, float, bool, str and lists of them, and ``dict`` (a table, ``model.kwargs``).
 """
 

@@ -17,7 +17,7 @@ from nnlab.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from nnlab.config_sections import DataConfig
+    from nnlab.config.sections import DataConfig
 
 
 @dataclass
@@ -70,7 +70,7 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
         raise ConfigError(
             f"data.name: must be one of {', '.join(dataset_names())}, got {cfg.name!r}"
         )
-    from nnlab.config_limits import check_data_fits
+    from nnlab.config.limits import check_data_fits
 
     check_data_fits(cfg)  # a dataset that cannot fit in memory: one line before it is built
     module, _, function = DATASETS[cfg.name].partition(":")

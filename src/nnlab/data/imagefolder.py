@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from nnlab.config import DataConfig
-from nnlab.config_limits import Need, check_fits
+from nnlab.config.limits import Need, check_fits
 from nnlab.data import DataBundle
 from nnlab.data.bounded import (
     IMAGE_EXTENSIONS,

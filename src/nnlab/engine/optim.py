@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from nnlab.config_sections import OptimConfig, ScheduleConfig
+    from nnlab.config.sections import OptimConfig, ScheduleConfig
 
 
 def _fast(params, cfg: OptimConfig, fusable: bool = True) -> dict[str, bool]:

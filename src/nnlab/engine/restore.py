@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from nnlab.config import Config
-from nnlab.config_user_code import is_user_model
+from nnlab.config.user_code import is_user_model
 from nnlab.data import DataBundle, load_data
 from nnlab.errors import ConfigError, RunError
 from nnlab.runs import RunFolder, load_checkpoint

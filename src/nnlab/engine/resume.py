@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from nnlab.config import Config
-from nnlab.config_user_code import user_code_problem
+from nnlab.config.user_code import user_code_problem
 from nnlab.engine import distributed
 from nnlab.errors import ConfigError
 from nnlab.runs import RunDir, load_checkpoint

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from nnlab.config import Config, to_toml
-from nnlab.config_user_code import check_user_code
+from nnlab.config.user_code import check_user_code
 from nnlab.data import DataBundle, load_data
 from nnlab.engine import distributed
 from nnlab.engine.loaders import check_batches

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from nnlab.config import Config, to_toml
-from nnlab.config_user_code import user_code_record
+from nnlab.config.user_code import user_code_record
 from nnlab.runs import (
     RunDir,
     command_line,
@@ -151,7 +151,7 @@ def provenance(
         "n_test": n_test,
         "n_val": n_val,  # data.val_fraction's held-out examples (None without a split)
         "preset": cfg.name,
-        # a user's model or modules file: key, path, class, sha256 (config_user_code.py)
+        # a user's model or modules file: key, path, class, sha256 (config/user_code.py)
         "user_code": user_code_record(cfg.model),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         **(shared or shared_provenance()),

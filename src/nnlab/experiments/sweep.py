@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nnlab.config import Config, config_diff, config_hash, typed_override
-from nnlab.config_limits import check_fits
+from nnlab.config.limits import check_fits
 from nnlab.errors import ConfigError, NnlabError, RunError
 from nnlab.experiments.dispatch import check_backend, run_runs
 from nnlab.experiments.sweep_size import check_sweep_size, short_name
@@ -164,7 +164,7 @@ def _run_sweep(
     address: str | None,
 ) -> list[dict[str, Any]]:
     planned = plan(cfg, grid, seeds)
-    if backend == "local":  # each run's tensors must fit here (config_limits), before any write
+    if backend == "local":  # each run's tensors must fit here (config.limits), before any write
         for _, run_cfg, _ in planned:
             check_fits(run_cfg)
     if announce:

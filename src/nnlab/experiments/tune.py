@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from nnlab.config import Config
-from nnlab.config_tune import TuneSettings
+from nnlab.config.tune import TuneSettings
 from nnlab.errors import ConfigError, NnlabError, RunError
 from nnlab.experiments.tune_study import (
     TuneJob,
@@ -92,7 +92,7 @@ def search_settings(
     """What to search: ``cfg``'s ``[tune]`` table, extended by ``params`` (key -> spec, or
     ``"KEY=SPEC"`` strings as ``--param`` gives them), then ``flags`` (trials, metric,
     direction, pruner; None keeps the table's)."""
-    from nnlab.config_tune import parse_param_args, parse_spec, tune_settings
+    from nnlab.config.tune import parse_param_args, parse_spec, tune_settings
 
     if isinstance(params, Mapping):
         space = {k: parse_spec(k, v, "params:") for k, v in params.items()}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nnlab.config import to_toml
-from nnlab.config_values import toml_value
+from nnlab.config.values import toml_value
 from nnlab.experiments.tune_study import study_lock
 from nnlab.runs import RunFolder, atomic_write_json, atomic_write_text
 from nnlab.runs.tune_folder import TuneFolder, format_trials

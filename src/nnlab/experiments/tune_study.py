@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nnlab.config import Config, identity
-from nnlab.config_tune import TuneSettings
+from nnlab.config.tune import TuneSettings
 from nnlab.errors import ConfigError, RunError
 
 LOCK_NAME = ".tune.lock"

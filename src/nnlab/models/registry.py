@@ -18,7 +18,7 @@ from nnlab.errors import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-    from nnlab.config_sections import ModelConfig
+    from nnlab.config.sections import ModelConfig
 
 MODELS = {
     "mlp": "nnlab.models.mlp:build_mlp",

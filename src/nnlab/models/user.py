@@ -8,7 +8,7 @@ batch of two zero inputs checks that it returns logits of the right shape, so a
 wrong model is one line naming it, not a shape error deep inside the loss.
 
 The engine checks the file against the sha256 the config recorded before building
-(``nnlab.config_user_code.check_user_code``); this module only imports and builds.
+(``nnlab.config.user_code.check_user_code``); this module only imports and builds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from nnlab.errors import ConfigError
 from nnlab.models.user_code import import_user_code, raised, split_target, user_class
 
 if TYPE_CHECKING:
-    from nnlab.config_sections import ModelConfig
+    from nnlab.config.sections import ModelConfig
 
 # Constructor arguments that come from the data, never from model.kwargs.
 DATA_ARGUMENTS = ("input_shape", "n_inputs", "n_classes")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nnlab.config_user_code import is_user_model
+from nnlab.config.user_code import is_user_model
 
 _SPLITS = ("seed", "limit_train", "limit_test", "val_fraction", "test_fraction")
 _TOY = ("name", "n_samples", *_SPLITS)

@@ -46,10 +46,10 @@ class Experiment:
 
 
 def _refuse_absurd(run: RunFolder) -> None:
-    """A RunError for a config.toml asking for tensors no machine holds (``config_limits``:
+    """A RunError for a config.toml asking for tensors no machine holds (``config.limits``:
     no run can have trained it); its other keys are read as leniently as before."""
     from nnlab.config import load_config
-    from nnlab.config_limits import LimitError
+    from nnlab.config.limits import LimitError
     from nnlab.errors import NnlabError
 
     path = run.path / "config.toml"

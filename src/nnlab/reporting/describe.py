@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from nnlab.config_user_code import is_user_model
+from nnlab.config.user_code import is_user_model
 from nnlab.reporting.applies import applies
 from nnlab.reporting.collect import Experiment
 from nnlab.reporting.origin import MACHINE_KEYS, differences, preset_value

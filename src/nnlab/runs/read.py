@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from nnlab.config_files import read_config_file
+from nnlab.config.files import read_config_file
 from nnlab.errors import ConfigError, RunError
 from nnlab.runs.files import load_arrays, read_json
 from nnlab.runs.write import metric_columns, read_metrics
@@ -100,7 +100,7 @@ class RunFolder:
             path = self.path / "config.toml"
             if not path.is_file():
                 raise RunError(f"{self.path}: not an nnlab run folder (no config.toml)")
-            try:  # a regular file of at most 1 MiB (config_files), like any config
+            try:  # a regular file of at most 1 MiB (config.files), like any config
                 cfg = tomllib.loads(read_config_file(str(path)))
             except (ConfigError, tomllib.TOMLDecodeError) as exc:
                 raise RunError(f"{path}: not a readable config ({exc})") from None
