@@ -330,3 +330,33 @@ def test_trials_of_dead_processes_here_become_failed_and_uncounted(tmp_path):
     ]
     assert counted(study.get_trials(), optuna) == 3  # the dead one is made up by the budget
     fail_dead_trials(study, optuna)  # again: nothing left to fail, no error
+
+
+def test_a_trial_asked_after_the_budget_was_filled_is_not_trained(tmp_path):
+    """Two workers each check the budget after their own trial, so both may ask for the
+    last one; the second stops before training and no file lists it."""
+    import optuna
+
+    import nnlab
+    from nnlab.config import load_config
+    from nnlab.experiments import tune_outputs
+    from nnlab.experiments.tune import TrialFailed, TrialRunner, search_settings, tuning_base
+    from nnlab.experiments.tune_study import SURPLUS, TuneJob, counted, default_storage
+
+    tiny = {"data.n_samples": 300, "train.epochs": 2}
+    params = {"optim.lr": "loguniform(1e-3,1e-1)"}
+    out = tmp_path / "t"
+    nnlab.tune("moons", tiny, params=params, trials=2, pruner="none", out=out)
+    cfg = load_config("moons", tiny)
+    settings = search_settings(cfg, params, trials=2, pruner="none")
+    job = TuneJob(tuning_base(cfg, settings), settings, str(out), default_storage(out), "moons")
+    study = optuna.load_study(study_name="moons", storage=job.storage)
+    late = study.ask()  # the racing worker's trial, asked when 2 of 2 are there
+    with pytest.raises(TrialFailed, match="budget was filled"):
+        TrialRunner(job)(late)
+    study.tell(late, state=optuna.trial.TrialState.FAIL)
+    assert study.trials[-1].user_attrs[SURPLUS] is True
+    assert not (out / "trials" / f"trial-{late.number:04d}").exists()  # never trained
+    assert counted(study.trials, optuna) == 2
+    rows = tune_outputs.refresh(job, study)
+    assert [r["number"] for r in rows] == [0, 1] and len(read_trials(out)) == 2

@@ -18,6 +18,8 @@
 - The budget counts completed, pruned and running trials and those that failed by their
   own result (diverged, or a drawn combination the config rejects). A trial cut short
   by Ctrl-C or a killed process is recorded as FAIL but not counted: a rerun makes it up.
+  Each worker checks the budget after its own trial, so two can both ask for the last one:
+  a trial whose predecessors already fill the budget stops before training (``SURPLUS``).
 - OUT is not locked for the whole study (processes share it through the storage): each
   trial's run folder is locked by the engine, and the shared files are rewritten from the
   storage under a short lock (``tune_outputs.py``).
@@ -38,6 +40,7 @@ from nnlab.config import Config
 from nnlab.config.tune import TuneSettings
 from nnlab.errors import ConfigError, NnlabError, RunError
 from nnlab.experiments.tune_study import (
+    SURPLUS,
     TuneJob,
     check_same_study,
     counted,
@@ -45,6 +48,7 @@ from nnlab.experiments.tune_study import (
     fail_dead_trials,
     import_optuna,
     open_study,
+    past_budget,
     shown_storage,
 )
 from nnlab.runs.tune_folder import is_tune_folder
@@ -199,7 +203,7 @@ def run_worker(job: TuneJob, worker: int = 0, threads: int = 0) -> int:
 
     def after_trial(study, trial) -> None:
         nonlocal ran
-        ran += 1
+        ran += not trial.user_attrs.get(SURPLUS)
         tune_outputs.announce(job, trial)
         tune_outputs.refresh(job, study)
         if counted(study.get_trials(deepcopy=False), optuna) >= budget:
@@ -228,6 +232,9 @@ class TrialRunner:
         from nnlab.errors import TrainingDiverged
 
         job, metric = self.job, self.job.settings.metric
+        if past_budget(trial, job.settings.trials, optuna):  # another worker took the last one
+            trial.set_user_attr(SURPLUS, True)  # after_trial then stops this worker
+            raise TrialFailed(f"trial {trial.number}: the budget was filled meanwhile")
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         folder = job.trials_dir / f"trial-{trial.number:04d}"

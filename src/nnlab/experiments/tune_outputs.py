@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from nnlab.config import to_toml
 from nnlab.config.values import toml_value
-from nnlab.experiments.tune_study import study_lock
+from nnlab.experiments.tune_study import SURPLUS, study_lock
 from nnlab.runs import RunFolder, atomic_write_json, atomic_write_text
 from nnlab.runs.tune_folder import TuneFolder, format_trials
 
@@ -69,8 +69,15 @@ def trial_row(job: TuneJob, trial) -> dict[str, Any]:
     }
 
 
+def listed(trials) -> list:
+    """The trials the files show: all but the surplus ones (never trained; ``tune_study.SURPLUS``)."""
+    return [t for t in trials if not t.user_attrs.get(SURPLUS)]
+
+
 def announce(job: TuneJob, trial) -> None:
-    """One line on stderr as a trial ends."""
+    """One line on stderr as a trial ends (none for a surplus trial)."""
+    if trial.user_attrs.get(SURPLUS):
+        return
     row = trial_row(job, trial)
     params = "  ".join(f"{k.split('.')[-1]}={row[k]}" for k in job.settings.params if k in row)
     what = f"{job.settings.metric} {row['value']}" if row["value"] else ""
@@ -107,7 +114,7 @@ def refresh(job: TuneJob, study) -> list[dict[str, Any]]:
     """tune.json (without a best: the search is not over) and trials.csv, from the storage."""
     out = Path(job.out)
     with study_lock(out):
-        rows = [trial_row(job, t) for t in study.get_trials(deepcopy=False)]
+        rows = [trial_row(job, t) for t in listed(study.get_trials(deepcopy=False))]
         atomic_write_json(out / "tune.json", settings_json(job))
         atomic_write_text(out / "trials.csv", format_trials(rows, list(job.settings.params)))
     return rows
@@ -127,7 +134,7 @@ def finish(job: TuneJob, study) -> dict[str, Any]:
     out = Path(job.out)
     with study_lock(out):
         trials = study.get_trials(deepcopy=False)
-        rows = [trial_row(job, t) for t in trials]
+        rows = [trial_row(job, t) for t in listed(trials)]
         atomic_write_text(out / "trials.csv", format_trials(rows, list(job.settings.params)))
         note = write_importances(study, out, sum(r["state"] == "COMPLETE" for r in rows))
         best = best_trial(job, trials)

@@ -228,6 +228,18 @@ def counted(trials, optuna) -> int:
     )
 
 
+# user attribute of a trial asked after other workers had filled the budget (between this
+# worker's check and its next trial): failed before training, uncounted, in no file
+SURPLUS = "surplus"
+
+
+def past_budget(trial, budget: int, optuna) -> bool:
+    """Whether the trials created before ``trial`` already fill ``budget``: then it is one
+    too many (several workers each check the budget after their own trial)."""
+    earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+    return counted(earlier, optuna) >= budget
+
+
 def fail_dead_trials(study, optuna) -> None:
     """Trials left RUNNING by a process of this machine that is gone (kill -9, a worker
     stopped by Ctrl-C) become FAIL, uncounted, so the budget makes them up."""
