@@ -279,6 +279,7 @@ def test_two_processes_share_one_study(tmp_path):
         ({"number": 0, "value": 0.9, "params": {}, "run": "../elsewhere"}, "inside it"),
         ({"number": "0", "value": 0.9, "params": {}, "run": "trials/trial-0000"}, "'best'"),
         ({"number": 0, "value": "high", "params": {}, "run": "trials/trial-0000"}, "'best'"),
+        (["not", "a", "trial"], "'best'"),
     ],
 )
 def test_open_run_refuses_a_damaged_tune_folder_in_one_line(tmp_path, best, says):

@@ -356,7 +356,6 @@ class TuneResult:
         info, rows = folder.settings, folder.trials
         best = folder.best
         if best is not None:
-            folder.best_run()  # best.run must name a folder inside it
             if not (
                 isinstance(best, dict)
                 and isinstance(best.get("number"), int)
@@ -365,6 +364,7 @@ class TuneResult:
                 and isinstance(best.get("final_test_acc"), int | float | None)
             ):
                 raise RunError(f"{folder.path / 'tune.json'}: 'best' is not an nnlab best trial")
+            folder.best_run()  # best.run must name a folder inside it
         budget = info.get("trials")
         if not isinstance(budget, int) or isinstance(budget, bool):
             raise RunError(f"{folder.path / 'tune.json'}: 'trials' must be an integer")
