@@ -152,6 +152,23 @@ def test_a_report_is_not_written_into_a_run_or_sweep_folder(cli, runs, tmp_path)
         assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
 
 
+@pytest.mark.parametrize(
+    "name, inside, size",
+    [
+        ("rnn", "summary.json", (16 << 20) + 1),
+        ("rnn", "metrics.csv", (256 << 20) + 1),
+        ("moons", "results.csv", (256 << 20) + 1),
+    ],
+)
+def test_a_run_file_too_large_to_be_nnlabs_is_refused_before_reading(
+    cli, runs, tmp_path, name, inside, size
+):
+    folder = copy(runs, name, tmp_path)
+    os.truncate(folder / inside, size)  # sparse: no disk used, the size is what is checked
+    proc = cli("report", str(folder), "--out", "rep")
+    assert_one_line_error(proc, str(folder / inside), f"{size:,} bytes")
+
+
 def test_results_csv_with_missing_columns(cli, runs, tmp_path):
     sweep = copy(runs, "moons", tmp_path)
     with open(sweep / "results.csv", newline="") as f:

@@ -259,7 +259,27 @@ def check_weights_fit(weights: dict, model: Any, path: Path) -> None:
         )
 
 
+# What nnlab reads whole from a run, sweep or tune folder: summary.json and tune.json are a
+# few KB, metrics.csv / results.csv / trials.csv a few MB at most (a row per evaluation, run
+# or trial). A file past these is not nnlab's, and reading it would cost many times its size.
+MAX_JSON_BYTES = 16 << 20
+MAX_CSV_BYTES = 256 << 20
+
+
+def check_size(path: Path, limit: int) -> None:
+    """A one-line RunError when ``path`` is larger than ``limit`` bytes (before it is read)."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return  # missing or unreadable: the reader says so
+    if size > limit:
+        raise RunError(
+            f"{path}: {size:,} bytes, more than the {limit:,} nnlab reads of such a file"
+        )
+
+
 def read_json(path: Path) -> dict[str, Any]:
+    check_size(path, MAX_JSON_BYTES)
     try:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:

@@ -9,7 +9,7 @@ from typing import Any
 
 from nnlab.config.files import read_config_file
 from nnlab.errors import ConfigError, RunError
-from nnlab.runs.files import load_arrays, read_json
+from nnlab.runs.files import MAX_CSV_BYTES, check_size, load_arrays, read_json
 from nnlab.runs.write import metric_columns, read_metrics
 
 # --------------------------------------------------------------------------- reading: RunFolder, SweepFolder
@@ -205,6 +205,7 @@ class SweepFolder:
         path = self.path / "results.csv"
         if not path.is_file():
             raise RunError(f"{self.path}: not an nnlab sweep folder (no results.csv)")
+        check_size(path, MAX_CSV_BYTES)
         try:
             with open(path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nnlab.errors import RunError
-from nnlab.runs.files import read_json
+from nnlab.runs.files import MAX_CSV_BYTES, check_size, read_json
 from nnlab.runs.read import RunFolder
 
 TRIAL_COLUMNS = ("number", "state", "value")  # then the tuned keys, then TRIAL_TAIL
@@ -84,6 +84,7 @@ class TuneFolder:
 
     def _read(self) -> tuple[list[str], list[dict[str, Any]]]:
         path = self.path / "trials.csv"
+        check_size(path, MAX_CSV_BYTES)
         try:
             with open(path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from nnlab.errors import RunError
-from nnlab.runs.files import atomic_write_json, atomic_write_text, read_json
+from nnlab.runs.files import (
+    MAX_CSV_BYTES,
+    atomic_write_json,
+    atomic_write_text,
+    check_size,
+    read_json,
+)
 
 METRIC_COLUMNS = [
     "epoch",
@@ -279,6 +285,7 @@ def _unreadable(exc: Exception) -> str:
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
+    check_size(path, MAX_CSV_BYTES)
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
