@@ -29,7 +29,7 @@ CASES = [
         ],
     ),
     ("model", "cnn", []),
-    ("model", "cnn", ["train.batch_size=128"]),
+    ("model", "cnn", ["train.batch_size=256"]),
     ("model", "seed-cnn", []),
     ("model", "cnn-quick", []),
 ]

@@ -107,6 +107,44 @@ def test_fast_cnn_shapes_and_widths():
         FastCNN((3, 8, 8), 10, [8, 8, 8, 8])
 
 
+def test_residual_groups_of_the_cnn_preset():
+    """``R512`` is a group of three convs with a skip over the last two (the ``cnn`` preset)."""
+    from nnlab.config.limits import _layers
+    from nnlab.models.fast_cnn import ResidualConvGroup
+
+    cfg = load_config("cnn")
+    assert cfg.model.name == "cnn-fast" and cfg.model.widths == ["R128", "R512", "R512"]
+    model = build_model(cfg.model, (3, 32, 32), 10)
+    groups = list(model.groups)
+    assert all(isinstance(g, ResidualConvGroup) for g in groups)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 9  # 3 per group, plus the whitening (a functional conv, not counted)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    # the memory estimate counts the trained weights the model really has (BN shifts and
+    # biases aside; the whitening filters are a small frozen buffer)
+    weights = sum(c.weight.numel() for c in convs) + 512 * 10
+    assert _layers(cfg, (3, 32, 32), 10)[0] == weights
+
+    # The skip: with the last conv of the body at zero, the body adds BN(0) + shift = 0,
+    # so the group is its entry followed by one more activation.
+    group = ResidualConvGroup(24, 16, "gelu", 0.4).eval()  # fresh running statistics: 0 and 1
+    with torch.no_grad():
+        group.body[3].weight.zero_()
+        x = torch.randn(2, 24, 31, 31)
+        entry = group.entry(x)
+        assert torch.allclose(group(x), torch.nn.functional.gelu(entry), atol=1e-6)
+        # a plain group of the same widths has one conv fewer and no skip
+        plain = FastCNN((3, 32, 32), 10, [128, "R128"])
+        assert sum(isinstance(m, torch.nn.Conv2d) for m in plain.groups[0].modules()) == 2
+
+    cfg.model.widths = ["R128", "R0"]
+    with pytest.raises(ConfigError, match="R512: a residual group"):
+        build_model(cfg.model, (3, 32, 32), 10)
+    cfg.model.widths = ["RR128"]
+    with pytest.raises(ConfigError, match="one width per conv group"):
+        build_model(cfg.model, (3, 32, 32), 10)
+
+
 def test_tta_equals_averaging_the_views_by_hand():
     torch.manual_seed(0)
     model = FastCNN((3, 12, 12), 4, [8, 16]).eval()

@@ -200,6 +200,7 @@ def test_course_reference():
     cnn = course_reference(cfg("imagefolder", "cnn"))
     # the report's CNN figure is its best epoch
     assert cnn.value == 0.7969 and cnn.metric == "best_test_acc"
+    assert course_reference(cfg("cifar10", "cnn-fast")) == cnn  # the cnn / cnn-fast presets' row
     assert course_reference(cfg("palindrome", "rnn", length=5)).value == 1.0
     # a falling curve, no numbers
     assert course_reference(cfg("palindrome", "lstm", length=9)).value is None

@@ -209,14 +209,16 @@ def _layers(cfg: Any, shape: tuple[int, ...], classes: int) -> tuple[int, ...]:
     if m.name != "cnn-fast":  # a user's model (FILE.py:Class): unknown until it is built
         return 0, 0, 0, 0
     # cnn-fast: patch whitening (2 x C x 2 x 2 channels), then per width a conv group
-    # (conv at full side, pool, conv at half the side)
+    # (conv at full side, pool, conv at half the side; an R group has two convs more)
     side, channels = shape[1], 2 * shape[0] * 4
     params = biggest = acts = peak = 0
     for token in m.widths:
-        width = int(token) if token.isdigit() else 0
-        params += 9 * channels * width + 9 * width * width
+        digits = token.removeprefix("R")
+        width = int(digits) if digits.isdigit() else 0
+        inner = 2 if token.startswith("R") else 1  # convs at half the side
+        params += 9 * channels * width + inner * 9 * width * width
         biggest = max(biggest, 9 * channels * width, 9 * width * width)
-        acts += 3 * width * side * side
+        acts += 3 * width * side * side + 3 * (inner - 1) * width * (side // 2) ** 2
         peak = max(peak, width * side * side)
         side, channels = max(side // 2, 1), width
     return params + channels * classes, max(biggest, channels * classes), acts, peak

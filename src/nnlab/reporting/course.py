@@ -27,7 +27,7 @@ def course_reference(cfg: dict[str, dict[str, Any]]) -> Reference | None:
     if data["name"] in ("cifar10", "imagefolder"):
         if model["name"] == "mlp":
             return Reference(0.55, "~55% (its MLP)")
-        if model["name"] == "cnn":
+        if model["name"] in ("cnn", "cnn-fast"):  # our CNN presets stand beside its CNN
             return Reference(0.7969, "79.69% best epoch (its reduced VGG)", "best_test_acc")
     if data["name"] == "palindrome":
         length = int(data["length"])
