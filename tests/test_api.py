@@ -237,3 +237,16 @@ def test_missing_tensorboard_is_one_line_and_writes_nothing(cli, tmp_path, monke
     with pytest.raises(ConfigError, match="tensorboard"):
         nnlab.train("moons", out=tmp_path / "a", train={"tensorboard": True})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_optional_packages_are_looked_up_without_importing(monkeypatch):
+    from nnlab.errors import ConfigError
+    from nnlab.extras import installed, require
+
+    assert installed("numpy") and not installed("nnlab_no_such_package")
+    monkeypatch.setitem(sys.modules, "numpy", None)  # a half-removed install: missing, no crash
+    assert not installed("numpy")
+    monkeypatch.delitem(sys.modules, "json", raising=False)
+    assert installed("json") and "json" not in sys.modules  # found, not imported
+    with pytest.raises(ConfigError, match=r"^pip install it$"):
+        require("nnlab_no_such_package", "pip install it")

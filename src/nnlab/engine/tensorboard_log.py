@@ -17,13 +17,13 @@ imported only here, only when a run asks for it.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nnlab.errors import ConfigError
+from nnlab.extras import require
 
 if TYPE_CHECKING:
     import torch
@@ -49,17 +49,10 @@ MISSING = (
 def check_available(cfg: Config) -> None:
     """Raise a one-line ConfigError if ``cfg`` asks for TensorBoard and it is not installed.
 
-    Called before a run or sweep writes anything. ``find_spec`` looks the package
-    up without importing it (importing tensorboard takes about a second).
+    Called before a run or sweep writes anything (``nnlab.extras``: without importing it).
     """
-    if not cfg.train.tensorboard:
-        return
-    try:
-        found = importlib.util.find_spec("tensorboard") is not None
-    except (ImportError, ValueError):  # a broken or half-removed install
-        found = False
-    if not found:
-        raise ConfigError(MISSING)
+    if cfg.train.tensorboard:
+        require("tensorboard", MISSING)
 
 
 class TensorBoardLog:

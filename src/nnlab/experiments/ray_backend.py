@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from nnlab.errors import ConfigError, NnlabError, RunError
 from nnlab.experiments.backends import Group, OnDone, Terminated, _catch_sigterm
+from nnlab.extras import require
 
 if TYPE_CHECKING:
     from nnlab.config import Config
@@ -51,14 +52,7 @@ FORWARDED_ENV = ("NNLAB_DATA",)
 
 def check_ray_installed() -> None:
     """A one-line ConfigError naming the extra to install when Ray is not (not importing it)."""
-    import importlib.util
-
-    try:
-        found = importlib.util.find_spec("ray") is not None
-    except (ImportError, ValueError):  # a broken or half-removed install
-        found = False
-    if not found:
-        raise ConfigError(MISSING)
+    require("ray", MISSING)
 
 
 def import_ray(embedded: bool):
