@@ -34,7 +34,7 @@ from nnlab.errors import ConfigError, RunError
 from nnlab.results import Run, Sweep
 
 if TYPE_CHECKING:
-    from nnlab.experiments.tune import TuneResult
+    from nnlab.experiments.tune_result import TuneResult
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -350,7 +350,7 @@ def open_run(path: str | Path) -> Run | Sweep | TuneResult:
     if (folder / "results.csv").is_file():
         return Sweep(folder)
     if is_tune_folder(folder):
-        from nnlab.experiments.tune import TuneResult
+        from nnlab.experiments.tune_result import TuneResult
 
         return TuneResult.from_folder(folder)
     raise RunError(
