@@ -239,6 +239,12 @@ def test_without_ray_the_backend_names_the_extra(cli, monkeypatch):
 def test_bad_backend_options_are_one_line_errors(cli):
     assert_one_line_error(cli("sweep", "moons", "--address", "auto"), "--address", "--backend ray")
     assert_one_line_error(cli("sweep", "moons", "--backend", "ray", "--jobs", "2"), "--jobs")
+    # one run trains in this process; the seeds of --seeds N may go to Ray
+    assert_one_line_error(cli("train", "moons", "--backend", "ray"), "--backend", "--seeds N")
+    assert_one_line_error(cli("train", "moons", "--address", "auto"), "--seeds N")
+    assert_one_line_error(
+        cli("train", "moons", "--seeds", "2", "--address", "auto"), "--address", "--backend ray"
+    )
     assert_one_line_error(
         cli("sweep", "moons", "--backend", "ray", "--set", "train.device=cuda:1"),
         "cuda:1",
@@ -259,6 +265,8 @@ def test_bad_backend_options_are_one_line_errors(cli):
 
     with pytest.raises(ConfigError, match="backend"):
         nnlab.sweep("moons", {"optim.lr": [0.1]}, backend="slurm")
+    with pytest.raises(ConfigError, match="backend: applies to several seeds"):
+        nnlab.train("moons", backend="ray")
 
 
 def test_embedded_ray_gives_the_local_backends_results(tmp_path):
@@ -306,6 +314,19 @@ def test_ctrl_c_cancels_the_tasks_and_a_rerun_resumes(cluster, local_long, tmp_p
     assert again.returncode == 0, err
     assert_resumed(run, kept)
     assert_same_results(local_long, tmp_path / "R")
+
+
+def test_train_seeds_on_the_cluster_equal_the_local_seeds(cluster, tmp_path):
+    """``nnlab train moons --seeds 2 --backend ray``: the seeds of one config, as Ray tasks."""
+    args = ["--seeds", "2", "--set", "train.epochs=20", "--set", "data.n_samples=200"]
+    local = run_cli("train", "moons", *args, "--out", "L", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    train = cluster.sweep(*args, "--out", "R", cwd=tmp_path, command="train")
+    out, err = train.communicate(timeout=WAIT_S)
+    assert train.returncode == 0, err
+    assert "seeds 0..1" in out and "sweep folder: R" in out
+    assert_same_results(tmp_path / "L", tmp_path / "R")
+    assert train.pid != int((tmp_path / "R" / "seed=0" / ".lock").read_text())  # a Ray worker
 
 
 def test_a_study_runs_its_trials_in_ray_tasks(cluster, tmp_path):

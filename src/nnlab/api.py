@@ -125,6 +125,8 @@ def train(
     progress: str | None = None,
     rerun: bool = False,
     max_runs: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
     **sections: Mapping[str, Any],
 ) -> Run | Sweep:
     """Train a preset, TOML file or Config; returns a ``Run``, or a ``Sweep`` with ``seeds``.
@@ -135,7 +137,8 @@ def train(
     ``runs/<name>-<time>`` (``runs/<name>-seeds-<time>`` with ``seeds``). ``device``
     is auto, cpu, cuda, cuda:N or mps. ``progress`` is ``bar``, ``lines``, ``off`` or
     None (a bar on a terminal, else a line per tenth of training). Overrides as in
-    ``load_config``. ``max_runs`` as in ``sweep``.
+    ``load_config``. ``max_runs``, ``backend`` and ``address`` (the seeds as Ray tasks)
+    as in ``sweep``.
     """
     cfg = load_config(config, overrides, **sections)
     extra = {"train.seed": seed} if seed is not None else {}
@@ -145,9 +148,10 @@ def train(
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs: must be an integer >= 1, got {jobs!r}")
     if seeds is None:
-        if rerun:
+        if rerun or backend != "local" or address is not None:
             raise ConfigError(
-                "rerun: applies to several seeds (seeds=N); one run goes to a new out"
+                f"{'rerun' if rerun else 'backend'}: applies to several seeds (seeds=N); one run"
+                " trains here, into a new out"
             )
         _check_runnable(cfg)
         from nnlab.engine.run import run_training
@@ -156,22 +160,30 @@ def train(
         folder = prepare_out_dir(Path(out) if out is not None else default_out(cfg.name))
         return Run(folder, _summary=run_training(cfg, folder, progress=progress))
     seeds_run = seed_list(seeds, cfg.train.seed)
-    _check_runnable(cfg, seeds=len(seeds_run))
+    how = dict(jobs=jobs, rerun=rerun, progress=progress, backend=backend, address=address)
+    return _sweep_into(cfg, {}, seeds_run, out, f"{cfg.name}-seeds", max_runs=max_runs, **how)
+
+
+def _sweep_into(
+    cfg: Config,
+    points: dict[str, Any],
+    seeds: list[int],
+    out: str | Path | None,
+    default: str,
+    **how: Any,
+) -> Sweep:
+    """``train --seeds`` and ``sweep``: check, then train ``points`` x ``seeds`` into ``out``
+    (default ``runs/<default>-<time>``) on ``how["backend"]``."""
+    from nnlab.experiments.dispatch import check_backend
     from nnlab.experiments.sweep import run_sweep
 
-    folder = Path(out) if out is not None else default_out(cfg.name, "-seeds")
-    shown = progress or "off"  # several runs: a line each as they finish, unless asked
-    run_sweep(
-        cfg,
-        {},
-        seeds_run,
-        folder,
-        jobs=jobs,
-        rerun=rerun,
-        announce=out is None,
-        progress=shown,
-        max_runs=max_runs,
-    )
+    check_backend(how["backend"], how["address"], how["jobs"], cfg)
+    here = how["backend"] == "local" or how["address"] is None
+    _check_runnable(cfg, seeds=len(seeds), here=here)
+    folder = Path(out) if out is not None else default_out(default)
+    # several runs: a line each as they finish, unless each run's progress is asked for
+    how["progress"] = how["progress"] or "off"
+    run_sweep(cfg, points, seeds, folder, announce=out is None, **how)
     return Sweep(folder)
 
 
@@ -209,8 +221,7 @@ def sweep(
     ``max_runs`` runs (default 10,000, ``experiments.sweep_size.MAX_RUNS``) is refused
     before anything is expanded or written.
     """
-    from nnlab.experiments.dispatch import check_backend
-    from nnlab.experiments.sweep import parse_grid_arg, run_sweep
+    from nnlab.experiments.sweep import parse_grid_arg
 
     cfg = load_config(config, overrides, **sections)
     if device is not None:
@@ -240,23 +251,8 @@ def sweep(
             if isinstance(values, range)
             else [typed_override("train.seed", v) for v in values]
         )
-    check_backend(backend, address, jobs, cfg)
-    _check_runnable(cfg, seeds=len(seeds_run), here=backend == "local" or address is None)
-    folder = Path(out) if out is not None else default_out(f"sweep-{cfg.name}")
-    run_sweep(
-        cfg,
-        points,
-        seeds_run,
-        folder,
-        jobs=jobs,
-        rerun=rerun,
-        announce=out is None,
-        progress=progress or "off",
-        backend=backend,
-        address=address,
-        max_runs=max_runs,
-    )
-    return Sweep(folder)
+    how = dict(jobs=jobs, rerun=rerun, progress=progress, backend=backend, address=address)
+    return _sweep_into(cfg, points, seeds_run, out, f"sweep-{cfg.name}", max_runs=max_runs, **how)
 
 
 def tune(

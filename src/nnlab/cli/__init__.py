@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the unfinished run folder RUN from its last checkpoint",
     )
     add_progress(s, progress_help)
+    add_backend_args(s, "with --seeds N: where the seeds train")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("resume", help="continue an unfinished run from its last checkpoint")

@@ -30,15 +30,16 @@ def _config_from_args(args, extra: dict | None = None):
     return load_config(args.config, overrides)
 
 
-def add_backend_args(parser) -> None:
+def add_backend_args(parser, what: str = "") -> None:
     """``--backend local|ray`` and ``--address``: where the runs of a sweep (or study) train."""
     parser.add_argument(
         "--backend",
         choices=["local", "ray"],
         default="local",
-        help="local: this process or --jobs worker processes (default); ray: Ray tasks (a "
-        "sweep: one per run; tune: --jobs workers), on an embedded Ray or on the cluster at "
-        "--address (pip install 'nnlab[ray]'; docs/scale-out.md)",
+        help=f"{what + ': ' if what else ''}local: this process or --jobs worker processes "
+        "(default); ray: Ray tasks (a sweep: one per run; tune: --jobs workers), on an "
+        "embedded Ray or on the cluster at --address (pip install 'nnlab[ray]'; "
+        "docs/scale-out.md)",
     )
     parser.add_argument(
         "--address",
@@ -121,6 +122,11 @@ def cmd_train(args) -> int:
         raise UsageError(
             "--rerun applies to --seeds N (a sweep folder); one run goes to a new --out"
         )
+    if (args.backend != "local" or args.address) and args.seeds is None:
+        raise UsageError(
+            "--backend and --address apply to --seeds N (the seeds as Ray tasks); one run "
+            "trains in this process (several GPUs: torchrun, docs/distributed.md)"
+        )
     if args.resume:
         if args.seeds is not None or args.out:
             raise UsageError("--resume RUN continues that run folder; it takes no --seeds or --out")
@@ -147,6 +153,8 @@ def cmd_train(args) -> int:
         progress=_progress(args),
         rerun=args.rerun,
         max_runs=args.max_runs,
+        backend=args.backend,
+        address=args.address,
     )
     if isinstance(result, api.Run):
         _print_run(result.summary, result.path)
