@@ -197,6 +197,71 @@ def test_resume_refuses_a_changed_or_vanished_file(cli, tmp_path, user_files):
     assert not (tmp_path / "r" / "summary.json").exists()
 
 
+def _helpers_beside(code: Path) -> Path:
+    """code/net.py (the fixture MLP) importing a helper beside it, which imports a package
+    of the user's; both also import torch and the standard library, which do not count."""
+    (code / "nnlab_t_pkg").mkdir(parents=True)
+    (code / "nnlab_t_pkg" / "__init__.py").write_text("")
+    (code / "nnlab_t_pkg" / "acts.py").write_text("from torch import nn\n\nACT = nn.ReLU\n")
+    (code / "nnlab_t_layers.py").write_text("import os\nfrom nnlab_t_pkg import acts\n")
+    net = code / "net.py"
+    net.write_text("import torch\nimport nnlab_t_layers\n" + (FIXTURES / "mlp.py").read_text())
+    return net
+
+
+def test_the_digest_covers_the_files_of_yours_a_model_imports(cli, tmp_path):
+    from nnlab.config.code_digest import code_sha256, helper_files
+    from nnlab.config.user_code import user_code_problem
+
+    code = tmp_path / "code"
+    net = _helpers_beside(code)
+    assert helper_files(net, code, code, ()) == [
+        code / "nnlab_t_layers.py",
+        code / "nnlab_t_pkg" / "__init__.py",
+        code / "nnlab_t_pkg" / "acts.py",
+    ]
+    cfg = load_config("moons", {**QUICK, "model.name": f"{net}:MLP"})
+    assert cfg.model.sha256 == code_sha256(net) != file_sha256(net)
+    try:
+        proc = cli("train", "moons", *QUICK_SET, "--set", f"model.name={net}:MLP", "--out", "r")
+        assert proc.returncode == 0, proc.stderr
+        (tmp_path / "r" / "summary.json").unlink()  # as if killed before the end
+        acts = code / "nnlab_t_pkg" / "acts.py"
+        acts.write_text(acts.read_text().replace("ReLU", "Tanh"))  # the model file is as it was
+        assert_one_line_error(cli("resume", "r"), "a file of yours it imports, has changed since")
+        # a run recorded before helpers counted holds the file's own digest: still resumable
+        legacy = load_config(str(tmp_path / "r" / "config.toml")).model
+        legacy.sha256 = file_sha256(net)
+        assert user_code_problem(legacy) is None
+    finally:
+        for name in [n for n in sys.modules if n.startswith("nnlab_t_")]:
+            del sys.modules[name]
+
+
+def test_a_modules_digest_follows_its_package_only(tmp_path):
+    from nnlab.config.code_digest import code_sha256, helper_files
+
+    pkg = tmp_path / "nnlab_t_mypkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from .. import blocks\n")
+    (pkg / "blocks.py").write_text("import numpy\nfrom . import sub\n")
+    (pkg / "unused.py").write_text("")
+    net = pkg / "net.py"
+    net.write_text("import torch\nfrom .blocks import B\nfrom ... import beyond\n")
+    (tmp_path / "beyond.py").write_text("")  # beyond the top package: not its helper
+    expected = [pkg / "__init__.py", pkg / "blocks.py", pkg / "sub" / "__init__.py"]
+    assert helper_files(net, tmp_path, pkg, ("nnlab_t_mypkg",)) == expected
+    before = code_sha256(net, "nnlab_t_mypkg.net")
+    (pkg / "unused.py").write_text("x = 1\n")
+    assert code_sha256(net, "nnlab_t_mypkg.net") == before
+    (pkg / "sub" / "__init__.py").write_text("from .. import blocks  # edited\n")
+    assert code_sha256(net, "nnlab_t_mypkg.net") != before
+    # a file with no helpers keeps the digest of its bytes alone
+    (tmp_path / "alone.py").write_text("import torch\nimport os.path\n")
+    assert code_sha256(tmp_path / "alone.py") == file_sha256(tmp_path / "alone.py")
+
+
 def test_report_and_open_run_never_import_the_runs_model_file(cli, tmp_path, monkeypatch):
     marker = tmp_path / "imported.txt"
     monkeypatch.setenv("NNLAB_TEST_MARKER", str(marker))

@@ -9,7 +9,8 @@ A user's code enters a config in two keys (docs/user-models.md):
 A relative path is read from the folder of the TOML file that names it
 (``resolve_layer_paths``), or from the current folder when it comes from ``--set`` or the
 API (``fill_user_code``); the config keeps the absolute path. ``model.sha256`` records
-the file's digest when the config is resolved, so that a run folder's ``config.toml``
+the digest of the file and of the helpers of the user's it imports (``code_digest.py``)
+when the config is resolved, so that a run folder's ``config.toml``
 says which code trained it and ``resume`` can refuse a file that has changed since
 (``user_code_problem``). Only bytes are read here: the file is imported by the model
 builders (``nnlab.models.user_code``), and only where the user named it in the command
@@ -18,13 +19,13 @@ or config being run, never from a run folder that ``report`` or ``open_run`` wer
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from nnlab.config.code_digest import code_sha256, file_sha256
 from nnlab.errors import ConfigError
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -128,9 +129,11 @@ def locate_module(dotted: str) -> Path | None:
     return None
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of the file's bytes, as hex."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def code_digest(model: Any, path: Path) -> str:
+    """``model.sha256`` for the user's file ``path`` that ``model`` names: the file and the
+    helpers of theirs it imports (``code_digest.py``). Raises OSError."""
+    target = model.name.rpartition(":")[0] if is_user_model(model.name) else ""
+    return code_sha256(path, None if not target or is_file_target(target) else target)
 
 
 def fill_user_code(model: Any) -> None:
@@ -155,7 +158,7 @@ def fill_user_code(model: Any) -> None:
     if not path.is_file():
         raise ConfigError(f"{key}: no such file {path}")
     try:
-        model.sha256 = file_sha256(path)
+        model.sha256 = code_digest(model, path)
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read {path} ({exc.strerror or exc})") from None
 
@@ -170,13 +173,17 @@ def user_code_problem(model: Any) -> str | None:
     if path is None or not path.is_file():
         return f"its {key} file {path or model.name} no longer exists"
     try:
-        now = file_sha256(path)
+        now = code_digest(model, path)
+        # a run recorded before helpers counted (nnlab < 2026-11-27) holds the file's digest
+        unchanged = not model.sha256 or model.sha256 in (now, file_sha256(path))
     except OSError as exc:
-        return f"its {key} file {path} cannot be read ({exc.strerror or exc})"
-    if model.sha256 and now != model.sha256:
         return (
-            f"its {key} file {path} has changed since (sha256 {model.sha256[:12]}... recorded, "
-            f"{now[:12]}... now)"
+            f"its {key} file {path} (or a file it imports) cannot be read ({exc.strerror or exc})"
+        )
+    if not unchanged:
+        return (
+            f"its {key} file {path}, or a file of yours it imports, has changed since (sha256 "
+            f"{model.sha256[:12]}... recorded, {now[:12]}... now)"
         )
     return None
 
@@ -202,6 +209,7 @@ def user_code_record(model: Any) -> dict[str, Any] | None:
 
 __all__ = [
     "check_user_code",
+    "code_digest",
     "file_sha256",
     "fill_user_code",
     "is_user_model",
