@@ -25,7 +25,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A pattern "nnlab.x" covers the module nnlab.x and, for a package, everything
 # under it; "nnlab" alone is the package's __init__ (it re-exports the API).
 LAYERS: list[tuple[str, list[str]]] = [
-    ("errors", ["nnlab.errors", "nnlab.version", "nnlab.extras"]),
+    ("errors", ["nnlab.errors", "nnlab.version", "nnlab.extras", "nnlab.code_digest"]),
     ("config", ["nnlab.config"]),
     ("runs", ["nnlab.runs"]),
     ("reporting", ["nnlab.reporting"]),

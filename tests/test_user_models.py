@@ -210,7 +210,7 @@ def _helpers_beside(code: Path) -> Path:
 
 
 def test_the_digest_covers_the_files_of_yours_a_model_imports(cli, tmp_path):
-    from nnlab.config.code_digest import code_sha256, helper_files
+    from nnlab.code_digest import code_sha256, helper_files
     from nnlab.config.user_code import user_code_problem
 
     code = tmp_path / "code"
@@ -238,8 +238,28 @@ def test_the_digest_covers_the_files_of_yours_a_model_imports(cli, tmp_path):
             del sys.modules[name]
 
 
+def test_an_edited_helper_is_imported_afresh_in_the_same_process(tmp_path):
+    """A notebook trains, edits a helper of its model file, trains again: the second
+    import reads the helper as it now is (its digest changed, so the module is new)."""
+    from nnlab.models.user_code import import_user_code
+
+    (tmp_path / "nnlab_t_width.py").write_text("WIDTH = 8\n")
+    net = tmp_path / "net.py"
+    net.write_text("import nnlab_t_width\n\nWIDTH = nnlab_t_width.WIDTH\n")
+    try:
+        first = import_user_code(str(net))
+        assert first.WIDTH == 8 and import_user_code(str(net)) is first  # unchanged: cached
+        (tmp_path / "nnlab_t_width.py").write_text("WIDTH = 4  # edited\n")
+        again = import_user_code(str(net))
+        assert again is not first and again.WIDTH == 4
+    finally:
+        for name in [n for n in sys.modules if n.startswith("nnlab_t_")]:
+            del sys.modules[name]
+        _forget_user_modules()
+
+
 def test_a_modules_digest_follows_its_package_only(tmp_path):
-    from nnlab.config.code_digest import code_sha256, helper_files
+    from nnlab.code_digest import code_sha256, helper_files
 
     pkg = tmp_path / "nnlab_t_mypkg"
     (pkg / "sub").mkdir(parents=True)

@@ -9,7 +9,7 @@ A user's code enters a config in two keys (docs/user-models.md):
 A relative path is read from the folder of the TOML file that names it
 (``resolve_layer_paths``), or from the current folder when it comes from ``--set`` or the
 API (``fill_user_code``); the config keeps the absolute path. ``model.sha256`` records
-the digest of the file and of the helpers of the user's it imports (``code_digest.py``)
+the digest of the file and of the helpers of the user's it imports (``nnlab/code_digest.py``)
 when the config is resolved, so that a run folder's ``config.toml``
 says which code trained it and ``resume`` can refuse a file that has changed since
 (``user_code_problem``). Only bytes are read here: the file is imported by the model
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nnlab.config.code_digest import code_sha256, file_sha256
+from nnlab.code_digest import code_sha256, file_sha256
 from nnlab.errors import ConfigError
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -131,7 +131,7 @@ def locate_module(dotted: str) -> Path | None:
 
 def code_digest(model: Any, path: Path) -> str:
     """``model.sha256`` for the user's file ``path`` that ``model`` names: the file and the
-    helpers of theirs it imports (``code_digest.py``). Raises OSError."""
+    helpers of theirs it imports (``nnlab/code_digest.py``). Raises OSError."""
     target = model.name.rpartition(":")[0] if is_user_model(model.name) else ""
     return code_sha256(path, None if not target or is_file_target(target) else target)
 

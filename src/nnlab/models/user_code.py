@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
+from nnlab.code_digest import code_sha256, helper_files
 from nnlab.errors import ConfigError
 
 
@@ -42,22 +43,27 @@ def import_user_code(target: str, key: str = "model.name") -> ModuleType:
     """Import a user's file (a path) or module (``package.module``); ``key`` names the config
     key (or command argument) that named it in error messages.
 
-    A file is imported under a name made from its path and content, with its own folder
-    first on ``sys.path`` (so it can import the files beside it, as a script would), and
-    is imported again only when its content changes."""
+    A file is imported under a name made from its path and its code's digest (the file
+    and the files of the user's it imports: ``code_digest.py``), with its own
+    folder first on ``sys.path`` (so it can import the files beside it, as a script
+    would), and is imported again only when that code changes: then its helpers are
+    imported afresh too, so the code that trains is the code whose digest is recorded."""
     if not is_file_target(target):
         return _import_module(target, key)
     path = Path(target).expanduser().absolute()
     if not path.is_file():
         raise ConfigError(f"{key}: no such file {path}")
     try:
-        source = path.read_bytes()
+        source, code = path.read_bytes(), code_sha256(path)
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read {path} ({exc.strerror or exc})") from None
-    digest = hashlib.sha256(str(path).encode("utf-8", "surrogateescape") + source).hexdigest()
+    digest = hashlib.sha256(
+        str(path).encode("utf-8", "surrogateescape") + code.encode()
+    ).hexdigest()
     name = f"nnlab_user_{path.stem if path.stem.isidentifier() else 'file'}_{digest[:16]}"
     if name in sys.modules:
         return sys.modules[name]
+    _forget_helpers(path)
     try:
         compile(source, str(path), "exec")
     except SyntaxError as exc:
@@ -74,6 +80,16 @@ def import_user_code(target: str, key: str = "model.name") -> ModuleType:
         del sys.modules[name]
         raise ConfigError(f"{key}: importing {path} {raised(exc, path)}") from None
     return module
+
+
+def _forget_helpers(path: Path) -> None:
+    """Drop the modules of ``path``'s helpers imported earlier in this process (a notebook
+    that trains, edits a helper and trains again), so its import reads them as they are."""
+    helpers = set(helper_files(path, path.parent, path.parent, ()))
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and not name.startswith("nnlab_user_") and Path(file).absolute() in helpers:
+            del sys.modules[name]
 
 
 def _import_module(dotted: str, key: str) -> ModuleType:
