@@ -98,8 +98,9 @@ def _acquire(path: Path) -> int:
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except OSError as exc:
-        raise RunError(f"cannot create {path}: {exc.strerror or exc}") from None
+    except OSError as exc:  # e.g. a read-only file system: nothing can be written there
+        what = "cannot write to" if path.is_dir() else "cannot create"
+        raise RunError(f"{what} {path}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
