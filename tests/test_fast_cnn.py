@@ -145,6 +145,27 @@ def test_residual_groups_of_the_cnn_preset():
         build_model(cfg.model, (3, 32, 32), 10)
 
 
+def test_activations_stay_bf16_under_autocast():
+    """A float32 BatchNorm shift must not promote the activations after it to float32."""
+    from nnlab.models.fast_cnn import ShiftBatchNorm
+
+    model = build_model(load_config("cnn").model, (3, 32, 32), 10)
+    seen = []
+    for module in model.modules():
+        if isinstance(module, ShiftBatchNorm | torch.nn.GELU):
+            module.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(2, 3, 32, 32))
+    assert len(seen) == 9 + 10 and set(seen) == {torch.bfloat16}  # 9 BNs, 9 + 1 GELUs
+    # in float32 the shift is added as it is: BN(x) + shift * shift_scale
+    bn = ShiftBatchNorm(4).eval()
+    with torch.no_grad():
+        bn.shift.copy_(torch.tensor([0.5, -1.0, 0.0, 2.0]))
+        x = torch.randn(3, 4, 5, 5)
+        expected = x / (1 + bn.eps) ** 0.5 + (bn.shift * 8).view(1, -1, 1, 1)
+        assert torch.allclose(bn(x), expected, atol=1e-6)
+
+
 def test_tta_equals_averaging_the_views_by_hand():
     torch.manual_seed(0)
     model = FastCNN((3, 12, 12), 4, [8, 16]).eval()
