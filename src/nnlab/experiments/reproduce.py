@@ -47,7 +47,7 @@ class Step:
 # The course report's experiments (seed-* presets) first, then ours, in report order.
 # cpu_minutes per run, from runs on the 2-core bf16 CPU (docs/cifar10.md): seed-cifar-mlp
 # 100 epochs in 589 s; cifar-mlp ~17 s an epoch x 150 on a quiet machine; seed-cnn ~47 s an
-# epoch x 100; cnn ~6.5 min an epoch x 31 (~128 images/s quiet) plus 4 TTA evaluations; cnn-cpu 14 min;
+# epoch x 100; cnn 6.7 s a step x 1519 (quiet) plus 4 TTA evaluations; cnn-cpu 14-15 min;
 # palindrome-lengths up to ~1 min a run at T=50.
 FULL = [
     Step("seed-moons", "seed-moons", 10, {"model.backend": ["torch", "numpy"]}),
@@ -55,7 +55,7 @@ FULL = [
     Step("seed-cifar-mlp", "seed-cifar-mlp", 3, cifar=True, cpu_minutes=10),
     Step("cifar-mlp", "cifar-mlp", 3, cifar=True, cpu_minutes=45),
     Step("seed-cnn", "seed-cnn", 3, cifar=True, cpu_minutes=80),
-    Step("cnn", "cnn", 3, cifar=True, cpu_minutes=210),
+    Step("cnn", "cnn", 3, cifar=True, cpu_minutes=175),
     Step("cnn-cpu", "cnn-cpu", 3, cifar=True, cpu_minutes=14),
     Step("seed-rnn", "seed-rnn", 10),
     Step("seed-rnn-lengths", "seed-rnn", 3, {"data.length": list(range(3, 12))}),
