@@ -11,6 +11,7 @@ not allowed the test skips, since it cannot make a read-only file system at all.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -48,11 +49,16 @@ print(json.dumps(done))
 
 def test_a_read_only_file_system(tmp_path):
     unshare = shutil.which("unshare")
-    probe = unshare and subprocess.run([unshare, "-rm", "true"], capture_output=True, text=True)
-    if not probe or probe.returncode != 0:
-        pytest.skip("no private mount namespace here (unshare -rm), so no read-only mount")
     mnt, out = tmp_path / "ro", tmp_path / "report"
     mnt.mkdir()
+    # what the test needs, tried first: a tmpfs mounted, then remounted read-only
+    where = shlex.quote(str(mnt))
+    mounts = f"mount -t tmpfs tmpfs {where} && mount -o remount,ro {where}"
+    probe = unshare and subprocess.run(
+        [unshare, "-rm", "sh", "-c", mounts], capture_output=True, text=True
+    )
+    if not probe or probe.returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -rm), so no read-only mount")
     proc = subprocess.run(
         [unshare, "-rm", sys.executable, "-c", SCRIPT, str(mnt), str(out)],
         capture_output=True,
