@@ -39,13 +39,22 @@ def code_sha256(path: Path, module: str | None = None) -> str:
 
     ``module`` is the dotted name when the user named a module (``mypkg.net``), None
     for a file. Raises OSError when a file cannot be read."""
+    return files_sha256(*code_files(path, module))
+
+
+def code_files(path: Path, module: str | None = None) -> tuple[Path, list[Path]]:
+    """(the folder imports start from, ``[path, *its helpers]``), for ``files_sha256``."""
     path = Path(path).absolute()
     root, scope, package = _layout(path, module)
-    helpers = helper_files(path, root, scope, package)
-    if not helpers:
-        return file_sha256(path)
+    return root, [path, *helper_files(path, root, scope, package)]
+
+
+def files_sha256(root: Path, files: list[Path]) -> str:
+    """The digest of ``files`` (the user's file first, then its helpers) under ``root``."""
+    if len(files) == 1:
+        return file_sha256(files[0])
     digest = hashlib.sha256()
-    for file in [path, *helpers]:  # each as (its path under root, its bytes), length-prefixed
+    for file in files:  # each as (its path under root, its bytes), length-prefixed
         name = file.relative_to(root).as_posix().encode("utf-8", "surrogateescape")
         data = file.read_bytes()
         for part in (name, data):

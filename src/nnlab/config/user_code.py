@@ -175,7 +175,7 @@ def user_code_problem(model: Any) -> str | None:
     try:
         now = code_digest(model, path)
         # a run recorded before helpers counted (nnlab < 2026-11-27) holds the file's digest
-        unchanged = not model.sha256 or model.sha256 in (now, file_sha256(path))
+        unchanged = not model.sha256 or model.sha256 == now or model.sha256 == file_sha256(path)
     except OSError as exc:
         return (
             f"its {key} file {path} (or a file it imports) cannot be read ({exc.strerror or exc})"

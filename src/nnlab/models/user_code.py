@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
-from nnlab.code_digest import code_sha256, helper_files
+from nnlab.code_digest import code_files, files_sha256
 from nnlab.errors import ConfigError
 
 
@@ -54,7 +54,8 @@ def import_user_code(target: str, key: str = "model.name") -> ModuleType:
     if not path.is_file():
         raise ConfigError(f"{key}: no such file {path}")
     try:
-        source, code = path.read_bytes(), code_sha256(path)
+        source, (root, files) = path.read_bytes(), code_files(path)
+        code = files_sha256(root, files)
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read {path} ({exc.strerror or exc})") from None
     digest = hashlib.sha256(
@@ -63,7 +64,7 @@ def import_user_code(target: str, key: str = "model.name") -> ModuleType:
     name = f"nnlab_user_{path.stem if path.stem.isidentifier() else 'file'}_{digest[:16]}"
     if name in sys.modules:
         return sys.modules[name]
-    _forget_helpers(path)
+    _forget_helpers(set(files[1:]))
     try:
         compile(source, str(path), "exec")
     except SyntaxError as exc:
@@ -82,10 +83,10 @@ def import_user_code(target: str, key: str = "model.name") -> ModuleType:
     return module
 
 
-def _forget_helpers(path: Path) -> None:
-    """Drop the modules of ``path``'s helpers imported earlier in this process (a notebook
-    that trains, edits a helper and trains again), so its import reads them as they are."""
-    helpers = set(helper_files(path, path.parent, path.parent, ()))
+def _forget_helpers(helpers: set[Path]) -> None:
+    """Drop the modules of a user file's ``helpers`` imported earlier in this process (a
+    notebook that trains, edits a helper and trains again), so its import reads them as
+    they are."""
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
         if file and not name.startswith("nnlab_user_") and Path(file).absolute() in helpers:
