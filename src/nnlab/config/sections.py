@@ -58,6 +58,7 @@ class ModelConfig:
     # cnn: the layers as data, like timm's VGG cfgs (see nnlab/models/cnn.py): "64" conv3x3,
     # "R128" residual block, "M"/"M3" max-pool 2x2 / 3x3 stride 2, "A" avg-pool, "G"/"GM"
     # global avg/max pool, "F512" fully connected. The default is the course report's net.
+    # cnn-fast: one width per conv group ("64,256,256"); "R512" a residual group of three convs.
     widths: list[str] = field(
         default_factory=lambda: ["64", "64", "M3", "128", "128", "M3", "F512"]
     )
