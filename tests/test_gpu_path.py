@@ -178,6 +178,27 @@ def test_compile_failure_inside_the_compiler_is_one_line(monkeypatch):
         speed.compile_and_warm_up(model, model, batch)
 
 
+def test_warm_up_passes_start_from_cleared_gradients(monkeypatch):
+    """Each warm-up backward starts from no gradient, as a training step does.
+
+    Under CUDA graphs (reduce-overhead: two passes per batch shape) a backward that
+    accumulated into the previous pass's gradients read graph outputs a later replay had
+    overwritten, and compile failed on the GPU. Here a pass that accumulated shows as a
+    doubled gradient.
+    """
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, mode=None: real_compile(m, backend="eager"))
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    seen = []
+    model.weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.clone()))
+    batch = [(torch.randn(8, 3), torch.arange(8) % 2)]
+    speed.compile_and_warm_up(model, model, batch, mode="reduce-overhead")
+    assert len(seen) == 2 and seen[0].abs().sum() > 0
+    assert torch.allclose(seen[1], seen[0])  # not 2x: the second pass did not accumulate
+    assert model.weight.grad is None
+
+
 def test_tta_and_ema_options_are_checked(cli):
     assert_one_line_error(cli("train", "moons", "--set", "train.tta=1"), "train.tta", "images")
     assert_one_line_error(cli("train", "moons", "--set", "train.tta=3"), "train.tta", "0 (off), 1")

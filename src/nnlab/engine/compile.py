@@ -105,6 +105,10 @@ def compile_and_warm_up(
         # CUDA graphs are recorded on a second call
         for _ in range(2 if mode == "reduce-overhead" else 1):
             for x, y in batches:
+                # Cleared as the training step clears them: a backward that accumulated into the
+                # last pass's gradients would read CUDA-graph outputs a later replay overwrote.
+                for p in model.parameters():
+                    p.grad = None
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     loss = F.cross_entropy(compiled(x), y, label_smoothing=label_smoothing)
                 loss.backward()

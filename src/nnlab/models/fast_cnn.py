@@ -224,7 +224,11 @@ class FastCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, n_classes)
         x = self.groups(self.act(self.whiten(x)))  # (B, c, h, w)
-        x = torch.amax(x, dim=(2, 3))  # global max pool: (B, c)
+        # Global max pool as a pooling op, whose backward routes each gradient to the index it
+        # kept. (torch.amax's backward re-finds the maxima by comparing values; under
+        # torch.compile with bf16 the forward's maxima are rounded while the comparison sees
+        # unrounded values, nothing matches, and the gradient is 0/0: NaN from the first step.)
+        x = F.adaptive_max_pool2d(x, 1).flatten(1)  # (B, c)
         return self.head(x) * self.logit_scale
 
 
