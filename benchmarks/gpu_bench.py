@@ -14,7 +14,8 @@ rewrites ``--out``), so a run cut short by a time limit still reports:
    mean, std and n.
 4. optional, if the time budget allows: ``cnn-fast`` with ``train.compile``
    (compile seconds shown apart) and ``seed-cnn`` with CUDA graphs
-   (``train.compile_mode = reduce-overhead``).
+   (``train.compile_mode = reduce-overhead``); a failing optional stage is
+   reported as a row and the next one still runs.
 
     PYTHONPATH=src python3 benchmarks/gpu_bench.py --archive data/cifar10-jpeg.tar.gz [--out FILE]
     PYTHONPATH=src python3 benchmarks/gpu_bench.py --archive ... --smoke   # CPU check of this script, tiny sizes
@@ -52,6 +53,12 @@ def emit(line: str = "", out: Path | None = None) -> None:
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text("\n".join(LINES) + "\n", encoding="utf-8")
         os.replace(tmp, out)
+
+
+def failure(exc: Exception) -> str:
+    """An exception as one table-safe line."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"{type(exc).__name__}: {first}".replace("|", "/")
 
 
 def mean_std(values: list[float]) -> str:
@@ -234,7 +241,10 @@ def main() -> int:
     # ---- optional stages, while the budget lasts
     elapsed = time.perf_counter() - T0
     if device.type == "cuda" and elapsed < a.budget * 0.55:
-        fast("train.compile = true", {"train.compile": True})
+        try:
+            fast("train.compile = true", {"train.compile": True})
+        except Exception as exc:  # an optional stage: report it, go on to the next
+            emit(f"| train.compile = true | failed: {failure(exc)} | | | | |", out)
     else:
         emit(
             f"\n(skipped cnn-fast with train.compile: {'needs CUDA' if device.type != 'cuda' else 'time budget'})",
@@ -242,17 +252,21 @@ def main() -> int:
         )
     elapsed = time.perf_counter() - T0
     if device.type == "cuda" and elapsed < a.budget * 0.7:
-        summary, rows = nnlab_run(
-            "seed-cnn",
-            {**seed_keys, "train.compile": True, "train.compile_mode": "reduce-overhead"},
-            runs / "seed-cnn-graphs",
-        )
-        s = steady_epoch_seconds(summary, rows)
-        emit(
-            f"\nseed-cnn with CUDA graphs (train.compile_mode = reduce-overhead): {s:.3f} s / epoch, {base / s:.2f}x the report-style "
-            f"loop; best {summary['best_test_acc']:.4f}, final {summary['final_test_acc']:.4f}; compile {summary['compile_seconds']:.1f} s apart",
-            out,
-        )
+        try:
+            summary, rows = nnlab_run(
+                "seed-cnn",
+                {**seed_keys, "train.compile": True, "train.compile_mode": "reduce-overhead"},
+                runs / "seed-cnn-graphs",
+            )
+        except Exception as exc:
+            emit(f"\nseed-cnn with CUDA graphs: failed: {failure(exc)}", out)
+        else:
+            s = steady_epoch_seconds(summary, rows)
+            emit(
+                f"\nseed-cnn with CUDA graphs (train.compile_mode = reduce-overhead): {s:.3f} s / epoch, {base / s:.2f}x the report-style "
+                f"loop; best {summary['best_test_acc']:.4f}, final {summary['final_test_acc']:.4f}; compile {summary['compile_seconds']:.1f} s apart",
+                out,
+            )
     else:
         emit(
             f"\n(skipped seed-cnn with CUDA graphs: {'needs CUDA' if device.type != 'cuda' else 'time budget'})",
