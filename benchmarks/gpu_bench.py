@@ -39,6 +39,7 @@ from gpu_report_loop import report_loop  # noqa: E402
 from nnlab.config import load_config  # noqa: E402
 from nnlab.data import load_data  # noqa: E402
 from nnlab.engine.run import run_training  # noqa: E402
+from nnlab.errors import first_line  # noqa: E402
 from nnlab.runs import read_metrics  # noqa: E402
 
 T0 = time.perf_counter()
@@ -57,8 +58,7 @@ def emit(line: str = "", out: Path | None = None) -> None:
 
 def failure(exc: Exception) -> str:
     """An exception as one table-safe line."""
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return f"{type(exc).__name__}: {first}".replace("|", "/")
+    return f"{type(exc).__name__}: {first_line(exc)[:300]}".replace("|", "/")
 
 
 def mean_std(values: list[float]) -> str:

@@ -7,6 +7,12 @@ value, a missing or corrupt file); everything else is a bug and exits 1.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: for
+    one-line reports of errors that come from elsewhere (a compiler, Ray, TensorBoard)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class NnlabError(Exception):
     """Base class: a problem with the user's input, reported as one line, exit code 2."""
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab.errors import ConfigError
+from nnlab.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     pass
@@ -117,7 +117,7 @@ def compile_and_warm_up(
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)[:200]
         raise ConfigError(
             f"train.compile: torch.compile failed here ({type(exc).__name__}: {first}); set train.compile=false"
         ) from None

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nnlab.errors import ConfigError
+from nnlab.errors import ConfigError, first_line
 from nnlab.extras import require
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class TensorBoardLog:
         except (
             Exception
         ) as exc:  # a graph is a nicety: a model jit cannot trace still trains and logs
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             self.writer.add_text("graph", f"not traced: {first[:300]}", global_step=0)
         finally:
             model.train(was_training)

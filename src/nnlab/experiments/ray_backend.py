@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nnlab.errors import ConfigError, NnlabError, RunError
+from nnlab.errors import ConfigError, NnlabError, RunError, first_line
 from nnlab.experiments.backends import Group, OnDone, Terminated, _catch_sigterm
 from nnlab.extras import require
 
@@ -282,7 +282,7 @@ def _result(ray, ref, what: str) -> Any:
             raise exc.cause from None  # one line on the CLI, as with the local backend
         raise
     except ray.exceptions.RayError as exc:  # its worker died RETRIES + 1 times, lost node, ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise RunError(
             f"ray: the task training {what} failed ({type(exc).__name__}: {first[:200]}); "
             "rerun the same command to resume"
@@ -324,7 +324,7 @@ def _connect(ray, address: str | None) -> bool:
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise RunError(f"--address {address}: cannot join a Ray cluster ({first})") from None
         return True
     ray.init(
